@@ -1,0 +1,45 @@
+//! Test fixtures for herd's integration tests: real, spec-correct image
+//! artifacts and a local registry, built without the crates under test.
+//!
+//! - [`testimage`]: the busybox test image as an OCI layout (gzip, zstd or
+//!   uncompressed; single- or multi-platform; several tags), plus arbitrary
+//!   single-layer images for feeding hostile layers through import.
+//! - [`archive`]: the same image as an `oci-archive` tar and in
+//!   `docker save` format.
+//! - [`bigimage`]: a large random image for benchmarks and a many-layer
+//!   image for overlay limits.
+//! - [`hostile`]: raw hostile tarballs (traversal, escapes, huge sizes).
+//! - [`registry`], [`push`]: a throwaway `docker-registry` and pushes to it,
+//!   including corrupt images.
+//! - [`verify`]: an independent layout checker built on `oci-spec`.
+//!
+//! Every blob written is stored under the sha256 of its bytes, every
+//! descriptor carries the exact size, and every config's diff_ids are the
+//! sha256 of the uncompressed layers; output is deterministic.
+
+pub mod archive;
+pub mod bigimage;
+pub mod hostile;
+pub mod oci;
+pub mod push;
+pub mod registry;
+pub mod tarw;
+pub mod testimage;
+pub mod verify;
+
+#[cfg(test)]
+mod image_tests;
+#[cfg(test)]
+mod registry_tests;
+
+pub use archive::{BuiltDockerArchive, tar_layout, write_docker_archive, write_oci_archive};
+pub use bigimage::{write_big_image, write_deep_image};
+pub use hostile::HostileTar;
+pub use oci::{BuiltLayer, Compression, Descriptor, Platform};
+pub use push::{Corruption, FetchedManifest};
+pub use registry::{Registry, RegistryOpts};
+pub use testimage::{
+    BuiltImage, BuiltManifest, ImageOpts, write_image_with_layer, write_oci_layout,
+    write_tags_layout,
+};
+pub use verify::{LayoutReport, verify_layout};
