@@ -663,4 +663,41 @@ mod tests {
         let a = archive(&[(h, b"")]);
         assert!(TarReader::new(&a[..]).next_header().is_err());
     }
+
+    /// Mutated archives must give errors, never panics or huge allocations
+    /// (a cheap stand-in for a fuzzer, which needs a nightly toolchain).
+    #[test]
+    fn mutated_archives_never_panic() {
+        let rec = |kv: &str| format!("{} {kv}\n", kv.len() + 4);
+        let pax = rec("path=x/y/z");
+        let base = archive(&[
+            (header("d/", b'5', 0), b""),
+            (header("pax", b'x', pax.len() as u64), pax.as_bytes()),
+            (header("d/f", b'0', 700), &[7u8; 700]),
+            (header("ln", b'2', 0), b""),
+        ]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut a = base.clone();
+            for _ in 0..(next() % 8 + 1) {
+                let i = (next() % a.len() as u64) as usize;
+                a[i] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                a.truncate((next() % a.len() as u64) as usize);
+            }
+            let mut r = TarReader::new(&a[..]);
+            while let Ok(Some(_)) = r.next_header() {
+                if r.copy_data(&mut io::sink()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
