@@ -78,7 +78,7 @@ impl ImageStore {
             .clone()
             .unwrap_or_else(|| format!("localhost/{}", stem.to_lowercase()));
         let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-        let meta = std::fs::symlink_metadata(path).map_err(io_err("open", path))?;
+        let meta = std::fs::metadata(path).map_err(io_err("open", path))?;
         if meta.is_dir() {
             if !path.join("oci-layout").is_file() {
                 return Err(fail(

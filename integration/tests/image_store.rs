@@ -588,3 +588,42 @@ fn threshold_gc_removes_least_recently_used_unused_images() {
     env.store.unmount_rootfs("keep").unwrap();
     let _ = Platform::host();
 }
+
+#[test]
+fn import_refuses_a_layer_whose_bytes_do_not_match_its_digest() {
+    if !root_or_skip("import_refuses_a_layer_whose_bytes_do_not_match_its_digest") {
+        return;
+    }
+    let env = Env::new();
+    let layout = env.path("layout");
+    let built = herd_integration::write_oci_layout(&layout, &ImageOpts::new(REF)).unwrap();
+    // same size, different bytes: only the digest can tell
+    let layer = &built.manifest.layers[1];
+    let path = layout
+        .join("blobs/sha256")
+        .join(layer.digest.trim_start_matches("sha256:"));
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let archive = env.path("corrupt.oci.tar");
+    herd_integration::tar_layout(&layout, &archive).unwrap();
+    for src in [&layout, &archive] {
+        let err = env
+            .store
+            .import(src, &ImportOptions::default())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&layer.digest) && err.to_string().contains("content digest"),
+            "{err}"
+        );
+        assert!(env.store.list().unwrap().is_empty());
+    }
+    env.store.collect_garbage().unwrap();
+    assert!(
+        !env.store
+            .blobs()
+            .path(&layer.digest.parse().unwrap())
+            .exists()
+    );
+}
