@@ -202,6 +202,26 @@ impl ImageStore {
         Err(ImageError::NotFound(name.into()))
     }
 
+    /// The image's config (Entrypoint, Cmd, Env, User, …), re-verified
+    /// against its digest on every read.
+    pub fn image_config(
+        &self,
+        name: &str,
+    ) -> Result<(ImageRecord, oci_spec::image::ImageConfiguration), ImageError> {
+        let rec = self.resolve(name)?;
+        let bytes = self
+            .blobs
+            .read_verified(&rec.config, crate::manifest::MAX_CONFIG_SIZE)?;
+        let cfg = serde_json::from_slice(&bytes).map_err(|e| {
+            ImageError::Manifest(crate::manifest::ManifestError::Malformed {
+                what: "config",
+                digest: rec.config.to_string(),
+                reason: e.to_string(),
+            })
+        })?;
+        Ok((rec, cfg))
+    }
+
     /// Removes an image name. Fails if a container rootfs uses it. Content
     /// is freed by the next garbage collection.
     pub fn remove(&self, name: &str) -> Result<ImageRecord, ImageError> {

@@ -1,5 +1,16 @@
 //! herd-runtime: pod sandboxes, cgroup managers, OCI bundles, OCI runtime
 //! drivers and the per-pod monitor.
 //!
-//! Not built yet: this crate exists so the workspace has its fixed shape
-//! (see the architecture document); the pod runtime issue fills it.
+//! The model (`types`) is CRI-shaped: the agent's kubelet translates
+//! Kubernetes pods into it. Every kernel-facing root (`/sys/fs/cgroup`, the
+//! run dir, the log dir) is a parameter so several agents can share a host
+//! and logic can be tested on temp dirs.
+
+pub mod cgroups;
+pub mod logs;
+pub mod monitor;
+pub mod oci;
+pub mod pod;
+pub mod sandbox;
+pub mod spec;
+pub mod types;
