@@ -130,7 +130,10 @@ fn main() {
         node_memory_bytes: 8 << 30,
     };
     let rt = Arc::new(PodRuntime::new(cfg, store).unwrap());
-    let c = container();
+    let mut c = container();
+    if std::env::args().any(|a| a == "--no-limits") {
+        c.resources = ContainerResources::default();
+    }
 
     // A template config.json for the raw baseline: herd's own bundle for
     // the same container, with the sandbox namespace paths removed (runc

@@ -142,6 +142,21 @@ fn every_verb_in_every_version() {
                 .stdout
                 .is_empty()
         );
+        // DEL leaves the veth for the netns deletion to reap, but down and
+        // without its address; with "deleteLink" it is gone at once.
+        let links = pod.ip(&["-j", "link", "show", "eth0"]);
+        assert!(
+            links.contains("\"DOWN\""),
+            "eth0 still up after DEL: {links}"
+        );
+        let addrs = pod.ip(&["-j", "-4", "addr", "show", "eth0"]);
+        assert!(
+            !addrs.contains("10.66.1."),
+            "address kept after DEL: {addrs}"
+        );
+        let mut hard = c.clone();
+        hard["deleteLink"] = json!(true);
+        plugin(&node, &del, &hard).ok();
         let links = pod.ip(&["-j", "link", "show"]);
         assert!(!links.contains("\"eth0\""), "eth0 still in pod: {links}");
         plugin(&node, &del, &c).ok();
