@@ -45,6 +45,33 @@ pub fn spawn_monitor(
     exe_args: &[OsString],
     pod_dir: &Path,
 ) -> Result<MonitorClient, MonitorError> {
+    start_monitor(exe, exe_args, pod_dir)?.wait_ready()
+}
+
+/// A monitor that was started but may not be ready yet: the caller can do
+/// other work (cgroups, namespaces) while it execs and binds its socket.
+#[derive(Debug)]
+pub struct PendingMonitor {
+    ready: File,
+    log_path: PathBuf,
+    pod_dir: PathBuf,
+}
+
+impl PendingMonitor {
+    /// Waits for the ready signal (bounded).
+    pub fn wait_ready(self) -> Result<MonitorClient, MonitorError> {
+        wait_ready(&self.ready, &self.log_path)?;
+        Ok(MonitorClient::at(&self.pod_dir))
+    }
+}
+
+/// The first half of [`spawn_monitor`]: forks and execs the monitor and
+/// returns without waiting for it.
+pub fn start_monitor(
+    exe: &Path,
+    exe_args: &[OsString],
+    pod_dir: &Path,
+) -> Result<PendingMonitor, MonitorError> {
     let setup = |what: &str, path: &Path| {
         let what = what.to_string();
         let path = path.to_path_buf();
@@ -102,8 +129,11 @@ pub fn spawn_monitor(
     let _ = child.wait();
     drop(cmd);
     drop(ready_w);
-    wait_ready(&File::from(ready_r), &log_path)?;
-    Ok(MonitorClient::at(&pod_dir))
+    Ok(PendingMonitor {
+        ready: File::from(ready_r),
+        log_path,
+        pod_dir,
+    })
 }
 
 fn wait_ready(ready: &File, log_path: &Path) -> Result<(), MonitorError> {

@@ -44,7 +44,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-pub use client::{MonitorClient, spawn_monitor};
+pub use client::{MonitorClient, PendingMonitor, spawn_monitor, start_monitor};
 pub use container::EOF_GRACE;
 pub use protocol::{Request, Response, StartContainer};
 pub use state::{ContainerRecord, ExitRecord, StartedRecord};
