@@ -38,6 +38,7 @@ fn arg(name: &str, default: usize) -> usize {
 
 fn pod(uid: &str, c: &ContainerConfig) -> PodSandboxConfig {
     PodSandboxConfig {
+        init_containers: vec![],
         uid: uid.to_string(),
         name: uid.to_string(),
         namespace: "bench".to_string(),

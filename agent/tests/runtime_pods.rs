@@ -99,6 +99,7 @@ impl Drop for Env {
 
 fn pod(uid: &str, containers: &[&ContainerConfig]) -> PodSandboxConfig {
     PodSandboxConfig {
+        init_containers: vec![],
         uid: uid.to_string(),
         name: format!("pod-{uid}"),
         namespace: "default".to_string(),
@@ -586,6 +587,75 @@ fn restart_removes_what_no_record_owns() {
     assert!(rt.images().mounts().unwrap().is_empty());
     assert_eq!(rec.adopted, vec!["p-half".to_string()]);
     rt.remove_pod_sandbox("p-half").unwrap();
+    assert!(
+        mounts_under(&env.root).is_empty(),
+        "{:?}",
+        mounts_under(&env.root)
+    );
+}
+
+#[test]
+fn share_process_namespace_without_a_pause_container() {
+    if !root_or_skip("share_process_namespace") {
+        return;
+    }
+    let env = Env::new("pidns");
+    let a = container("a", "exec sleep 3600");
+    let b = container("b", "ps");
+    let mut p = pod("p-pidns", &[&a, &b]);
+    p.namespaces.share_process_namespace = true;
+    env.rt.run_pod_sandbox(&p).unwrap();
+    let holder_file = env.root.join("run/pods/p-pidns/ns/pid-holder");
+    let holder: u32 = std::fs::read_to_string(&holder_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let a_rec = env.rt.run_container(&p.uid, &a).unwrap();
+    assert!(matches!(
+        env.rt
+            .wait_started(&a_rec, Duration::from_secs(10))
+            .unwrap(),
+        ContainerState::Running { .. }
+    ));
+    let b_rec = env.rt.run_container(&p.uid, &b).unwrap();
+    let exit = wait_exit(&env.rt, &b_rec, Duration::from_secs(20));
+    assert_eq!(exit.exit_code, 0);
+    let ps = log_lines(&b_rec, "stdout").join("\n");
+    // b sees a's process, and PID 1 is the holder, not a container.
+    assert!(ps.contains("sleep 3600"), "{ps}");
+    let pid1 = ps
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or("");
+    assert!(pid1.contains("herd"), "PID 1 should be the holder: {ps}");
+    // Without sharing, a container sees only its own processes.
+    let solo = container("solo", "ps");
+    let q = pod("p-solo", &[&solo]);
+    env.rt.run_pod_sandbox(&q).unwrap();
+    let s_rec = env.rt.run_container(&q.uid, &solo).unwrap();
+    wait_exit(&env.rt, &s_rec, Duration::from_secs(20));
+    assert!(!log_lines(&s_rec, "stdout").join("\n").contains("sleep"));
+    // Stats are readable for a container and for the pod.
+    let stats = env.rt.stats(&p.uid, Some(&a_rec)).unwrap();
+    assert!(stats.memory_usage_bytes > 0, "{stats:?}");
+    assert!(env.rt.stats(&p.uid, None).unwrap().memory_usage_bytes > 0);
+
+    env.rt.remove_pod_sandbox(&p.uid).unwrap();
+    env.rt.remove_pod_sandbox(&q.uid).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{holder}")).exists() {
+        let stat = std::fs::read_to_string(format!("/proc/{holder}/stat")).unwrap_or_default();
+        if stat.contains(") Z") || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{holder}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "holder still running: {stat}"
+    );
     assert!(
         mounts_under(&env.root).is_empty(),
         "{:?}",

@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod logs;
 pub mod monitor;
 pub mod oci;
+pub mod pidns;
 pub mod pod;
 pub mod sandbox;
 pub mod spec;

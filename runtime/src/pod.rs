@@ -233,7 +233,13 @@ impl PodRuntime {
     /// namespace path to wire (None for hostNetwork pods).
     pub fn run_pod_sandbox(&self, cfg: &PodSandboxConfig) -> Result<Option<PathBuf>, RuntimeError> {
         let dir = self.sandbox_dir(&cfg.uid)?;
-        let qos = cgroups::qos_class(&cfg.containers);
+        let all: Vec<_> = cfg
+            .containers
+            .iter()
+            .chain(&cfg.init_containers)
+            .copied()
+            .collect();
+        let qos = cgroups::qos_class(&all);
         let record = SandboxRecord {
             config: cfg.clone(),
             qos,
@@ -255,6 +261,12 @@ impl PodRuntime {
             .create_pod(&cfg.uid, qos, &initial_pod_resources(cfg))
             .map_err(RuntimeError::from)
             .and_then(|()| dir.create(&record).map_err(RuntimeError::from));
+        let made = made.and_then(|()| {
+            if cfg.namespaces.share_process_namespace && !cfg.namespaces.host_pid {
+                dir.ensure_pid_holder(&cfg.uid, &self.cfg.monitor_exe, &self.cfg.monitor_args)?;
+            }
+            Ok(())
+        });
         let ready = pending.map(PendingMonitor::wait_ready).transpose();
         if let Err(e) = made {
             if let Ok(Some(client)) = ready {

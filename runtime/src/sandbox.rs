@@ -166,6 +166,8 @@ impl SandboxDir {
             uts: join_or_host(ns.host_network, "uts"),
             pid: if ns.host_pid {
                 NamespaceMode::Host
+            } else if ns.share_process_namespace {
+                NamespaceMode::Join(self.ns_path("pid"))
             } else {
                 NamespaceMode::New
             },
@@ -223,6 +225,32 @@ impl SandboxDir {
         };
         write_atomic(&files.resolv_conf, &resolv)?;
         Ok(())
+    }
+
+    /// For `shareProcessNamespace` pods: makes sure the pod's PID namespace
+    /// and its PID 1 holder (see `pidns`) exist. Idempotent.
+    pub fn ensure_pid_holder(
+        &self,
+        uid: &str,
+        exe: &Path,
+        args: &[std::ffi::OsString],
+    ) -> Result<(), SandboxError> {
+        let ns_file = self.ns_path("pid");
+        let pid_file = self.dir.join("ns").join("pid-holder");
+        if let Ok(text) = fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && crate::pidns::holder_alive(pid, &ns_file)
+        {
+            return Ok(());
+        }
+        let ns_err = |source| SandboxError::Namespace {
+            kind: "pid",
+            uid: uid.to_string(),
+            source,
+        };
+        unmount_if_mounted(&ns_file)?;
+        let pid = crate::pidns::spawn_holder(exe, args, &ns_file).map_err(ns_err)?;
+        write_atomic(&pid_file, pid.to_string().as_bytes())
     }
 
     /// Rewrites `/etc/hosts` once the pod IP is known.
@@ -329,7 +357,15 @@ impl SandboxDir {
     /// Unmounts namespaces and shm and removes the sandbox dir. Everything
     /// already gone is fine.
     pub fn remove(&self) -> Result<(), SandboxError> {
-        for kind in ["net", "ipc", "uts"] {
+        let pid_file = self.dir.join("ns").join("pid-holder");
+        if let Ok(text) = fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse::<u32>()
+        {
+            let ns_file = self.ns_path("pid");
+            crate::pidns::remove_holder(pid, &ns_file)
+                .map_err(|e| io_err("remove pid namespace holder", &ns_file)(e))?;
+        }
+        for kind in ["net", "ipc", "uts", "pid"] {
             let p = self.ns_path(kind);
             unmount_if_mounted(&p)?;
         }

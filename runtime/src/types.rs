@@ -75,9 +75,15 @@ pub struct PodSandboxConfig {
     /// Defaults to the pod name; must be a valid hostname.
     pub hostname: String,
     pub namespaces: NamespaceOptions,
-    /// Requests/limits of every container (init containers included); the
-    /// QoS class and the pod cgroup's limits are derived from them.
+    /// Requests/limits of the pod's (regular and sidecar) containers; the
+    /// QoS class and the pod cgroup's limits are derived from them and
+    /// from `init_containers`.
     pub containers: Vec<ContainerResources>,
+    /// Requests/limits of the init containers, which run one at a time: the
+    /// pod's effective request or limit is the larger of the containers'
+    /// sum and the largest init container's (Kubernetes' rule).
+    #[serde(default)]
+    pub init_containers: Vec<ContainerResources>,
     /// Maximum number of processes in the pod cgroup (`None`: unlimited).
     pub pids_limit: Option<i64>,
     /// Size of the pod's `/dev/shm` (bytes).

@@ -210,6 +210,7 @@ fn oom_score_adj_matches_kubelet() {
 
 fn pod(containers: Vec<ContainerResources>, pids: Option<i64>) -> PodSandboxConfig {
     PodSandboxConfig {
+        init_containers: vec![],
         uid: "u1".into(),
         name: "p".into(),
         namespace: "default".into(),
@@ -368,4 +369,29 @@ fn oom_kill_counter_parsing() {
     assert_eq!(parse_oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), 0);
     assert_eq!(parse_oom_kill_count(""), 0);
     assert_eq!(parse_oom_kill_count("oom_kill garbage\n"), 0);
+}
+
+#[test]
+fn init_containers_count_by_the_largest_not_the_sum() {
+    // Two 100m/100Mi containers run together (200m / 200Mi); an init
+    // container of 500m/150Mi runs alone before them: the pod gets
+    // max(200m, 500m) of CPU and max(200Mi, 150Mi) of memory.
+    let mut cfg = pod(
+        vec![guaranteed(100, 100 * MI), guaranteed(100, 100 * MI)],
+        None,
+    );
+    cfg.init_containers = vec![guaranteed(500, 150 * MI)];
+    let r = pod_cgroup_resources(&cfg);
+    assert_eq!(r.cpu_shares, 512);
+    assert_eq!(r.cpu_quota, Some(50_000));
+    assert_eq!(r.memory_limit, Some((200 * MI) as i64));
+    // An init container without limits lifts the pod's limits.
+    cfg.init_containers = vec![ContainerResources {
+        cpu_request_millis: Some(10),
+        ..Default::default()
+    }];
+    let r = pod_cgroup_resources(&cfg);
+    assert_eq!(r.cpu_quota, None);
+    assert_eq!(r.memory_limit, None);
+    assert_eq!(r.cpu_shares, 204);
 }

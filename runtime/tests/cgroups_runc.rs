@@ -209,6 +209,7 @@ fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T
 
 fn pod_config(uid: &str, containers: Vec<ContainerResources>) -> PodSandboxConfig {
     PodSandboxConfig {
+        init_containers: vec![],
         uid: uid.into(),
         name: "p".into(),
         namespace: "default".into(),

@@ -478,6 +478,7 @@ fn container_resources_drop_swap_without_swap_accounting() {
 fn burstable_tier_weighs_the_burstable_requests() {
     use herd_runtime::types::{DnsConfig, NamespaceOptions, PodSandboxConfig};
     let pod = |cpu_req: Option<u64>, cpu_lim: Option<u64>, mem: Option<u64>| PodSandboxConfig {
+        init_containers: vec![],
         uid: "u".into(),
         name: "p".into(),
         namespace: "default".into(),

@@ -101,6 +101,7 @@ impl Run {
     fn bundle(&self, script: &str, image_user: &str, sec: SecurityContext) -> Spec {
         let p = self.dir.path();
         let sandbox = PodSandboxConfig {
+            init_containers: vec![],
             uid: "u".into(),
             name: "spec-pod".into(),
             namespace: "default".into(),

@@ -126,25 +126,34 @@ impl PodCgroupResources {
 pub fn pod_cgroup_resources(cfg: &PodSandboxConfig) -> PodCgroupResources {
     let mut out = PodCgroupResources::unlimited();
     out.pids_limit = cfg.pids_limit.filter(|&p| p > 0);
-    let qos = qos_class(&cfg.containers);
-    if qos == QosClass::BestEffort {
+    let all: Vec<ContainerResources> = cfg
+        .containers
+        .iter()
+        .chain(&cfg.init_containers)
+        .copied()
+        .collect();
+    if qos_class(&all) == QosClass::BestEffort {
         return out;
     }
-    let mut cpu_request: u64 = 0;
-    let mut cpu_limit: Option<u64> = Some(0);
-    let mut memory_limit: Option<u64> = Some(0);
-    for c in &cfg.containers {
-        let (req, _) = effective_requests(c);
-        cpu_request = cpu_request.saturating_add(req.unwrap_or(0));
-        cpu_limit = match (cpu_limit, c.cpu_limit_millis.filter(|&l| l > 0)) {
-            (Some(sum), Some(l)) => Some(sum.saturating_add(l)),
-            _ => None,
-        };
-        memory_limit = match (memory_limit, c.memory_limit_bytes.filter(|&l| l > 0)) {
-            (Some(sum), Some(l)) => Some(sum.saturating_add(l)),
-            _ => None,
-        };
-    }
+    // Containers run together (their values add up); init containers run
+    // one at a time before them (the largest counts). The pod gets the
+    // larger of the two, as Kubernetes computes a pod's effective values.
+    let sum = |f: &dyn Fn(&ContainerResources) -> Option<u64>| -> Option<u64> {
+        cfg.containers
+            .iter()
+            .try_fold(0u64, |acc, c| f(c).map(|v| acc.saturating_add(v)))
+    };
+    let max_init = |f: &dyn Fn(&ContainerResources) -> Option<u64>| -> Option<u64> {
+        cfg.init_containers
+            .iter()
+            .try_fold(0u64, |acc, c| f(c).map(|v| acc.max(v)))
+    };
+    let effective = |f: &dyn Fn(&ContainerResources) -> Option<u64>| -> Option<u64> {
+        Some(sum(f)?.max(max_init(f)?))
+    };
+    let cpu_request = effective(&|c| Some(effective_requests(c).0.unwrap_or(0))).unwrap_or(0);
+    let cpu_limit = effective(&|c| c.cpu_limit_millis.filter(|&l| l > 0));
+    let memory_limit = effective(&|c| c.memory_limit_bytes.filter(|&l| l > 0));
     out.cpu_shares = cpu_shares(Some(cpu_request), None);
     out.cpu_quota = cpu_limit
         .filter(|&l| l > 0)

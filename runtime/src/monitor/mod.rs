@@ -175,6 +175,10 @@ pub fn run(args: MonitorArgs) -> Result<(), MonitorError> {
 /// monitor, and returns the process exit code. Errors go to stderr (the
 /// pod's `monitor.log`).
 pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.len() == 1 && args[0] == "--pid-holder" {
+        crate::pidns::run_holder();
+    }
     match parse_args(args).and_then(run) {
         Ok(()) => 0,
         Err(e) => {

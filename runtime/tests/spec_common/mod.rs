@@ -28,6 +28,7 @@ pub fn image(config: serde_json::Value) -> ImageConfiguration {
 
 pub fn sandbox() -> PodSandboxConfig {
     PodSandboxConfig {
+        init_containers: vec![],
         uid: "u1".into(),
         name: "web".into(),
         namespace: "default".into(),
