@@ -662,3 +662,53 @@ fn share_process_namespace_without_a_pause_container() {
         mounts_under(&env.root)
     );
 }
+
+#[test]
+fn host_namespaces_are_the_hosts() {
+    if !root_or_skip("host_namespaces") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new("hostns");
+    let c = container(
+        "c",
+        "for n in net ipc pid uts; do echo $n $(readlink /proc/self/ns/$n); done",
+    );
+    let mut p = pod("p-hostns", &[&c]);
+    p.namespaces.host_network = true;
+    p.namespaces.host_ipc = true;
+    p.namespaces.host_pid = true;
+    assert!(
+        env.rt.run_pod_sandbox(&p).unwrap().is_none(),
+        "hostNetwork pod got a netns"
+    );
+    let rec = env.rt.run_container(&p.uid, &c).unwrap();
+    assert_eq!(
+        wait_exit(&env.rt, &rec, Duration::from_secs(20)).exit_code,
+        0
+    );
+    let out = log_lines(&rec, "stdout");
+    for (kind, line) in ["net", "ipc", "pid", "uts"].iter().zip(&out) {
+        let host = std::fs::metadata(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .ino();
+        assert_eq!(line, &format!("{kind} {kind}:[{host}]"), "{out:?}");
+    }
+    assert_eq!(out.len(), 4, "{out:?}");
+    // And a normal pod's are its own.
+    let q = pod("p-ownns", &[&c]);
+    env.rt.run_pod_sandbox(&q).unwrap();
+    let rec = env.rt.run_container(&q.uid, &c).unwrap();
+    wait_exit(&env.rt, &rec, Duration::from_secs(20));
+    for (kind, line) in ["net", "ipc", "pid", "uts"]
+        .iter()
+        .zip(&log_lines(&rec, "stdout"))
+    {
+        let host = std::fs::metadata(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .ino();
+        assert_ne!(line, &format!("{kind} {kind}:[{host}]"));
+    }
+    env.rt.remove_pod_sandbox(&p.uid).unwrap();
+    env.rt.remove_pod_sandbox(&q.uid).unwrap();
+}

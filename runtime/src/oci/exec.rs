@@ -60,19 +60,23 @@ impl OciRuntime {
             binary: self.bin.path.clone(),
             source,
         })?;
-        let out = wait_with_timeout(child, timeout).map_err(|e| match e {
+        let out = wait_with_timeout(child, timeout).map_err(|e| self.exec_wait_error(id, e))?;
+        exec_output(self, id, out.status, out.stdout, out.stderr)
+    }
+
+    fn exec_wait_error(&self, id: &str, e: WaitError) -> OciError {
+        match e {
             WaitError::Io(source) => OciError::Spawn {
                 binary: self.bin.path.clone(),
                 source,
             },
-            WaitError::Timeout(t) => OciError::Timeout {
+            WaitError::Timeout(timeout) => OciError::Timeout {
                 binary: self.bin.path.clone(),
                 verb: "exec",
                 id: id.to_string(),
-                timeout: t,
+                timeout,
             },
-        })?;
-        exec_output(self, id, out.status, out.stdout, out.stderr)
+        }
     }
 
     /// A tty exec in the foreground: runc relays between the container's
@@ -124,18 +128,7 @@ impl OciRuntime {
             }
             buf
         });
-        let out = wait_with_timeout(child, timeout).map_err(|e| match e {
-            WaitError::Io(source) => OciError::Spawn {
-                binary: self.bin.path.clone(),
-                source,
-            },
-            WaitError::Timeout(t) => OciError::Timeout {
-                binary: self.bin.path.clone(),
-                verb: "exec",
-                id: id.to_string(),
-                timeout: t,
-            },
-        })?;
+        let out = wait_with_timeout(child, timeout).map_err(|e| self.exec_wait_error(id, e))?;
         let stdout = reader.join().unwrap_or_default();
         // runc's own errors arrive on the terminal too.
         let stderr = if looks_like_runtime_error(&stdout) {
