@@ -22,15 +22,7 @@ use herd_runtime::types::{
 const IMAGE: &str = "herd.test/busybox:latest";
 
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (runc, cgroups, mounts, namespaces)");
-    false
+    herd_integration::root_or_skip(test, "runc, cgroups, mounts, namespaces")
 }
 
 /// One runtime over temp dirs; removed (pods, cgroups, mounts) on drop.

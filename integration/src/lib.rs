@@ -43,3 +43,18 @@ pub use testimage::{
     write_tags_layout,
 };
 pub use verify::{LayoutReport, verify_layout};
+
+/// For tests that need root: true when running as root; otherwise prints
+/// `SKIP <test>: needs root (<needs>)` and returns false, unless `CI` is set,
+/// where a skipped root test is a failure (CI must run it).
+pub fn root_or_skip(test: &str, needs: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root ({needs}), and CI must run it"
+    );
+    eprintln!("SKIP {test}: needs root ({needs})");
+    false
+}

@@ -17,15 +17,7 @@ use herd_integration::{Compression, Corruption, ImageOpts, Registry, RegistryOpt
 const REF: &str = "herd.test/busybox:latest";
 
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (mount, mknod, trusted xattrs)");
-    false
+    herd_integration::root_or_skip(test, "mount, mknod, trusted xattrs")
 }
 
 struct Env {

@@ -19,15 +19,7 @@ use herd_runtime::types::QosClass;
 const ROOT: &str = "/sys/fs/cgroup";
 
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (cgroup writes)");
-    false
+    herd_integration::root_or_skip(test, "cgroup writes")
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -27,15 +27,7 @@ const ROOT: &str = "/sys/fs/cgroup";
 const MI: u64 = 1 << 20;
 
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (runc, cgroup writes)");
-    false
+    herd_integration::root_or_skip(test, "runc, cgroup writes")
 }
 
 fn runc_or_skip(test: &str) -> bool {

@@ -39,15 +39,7 @@ fn monitor_exe() -> PathBuf {
 }
 
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (runc, cgroups)");
-    false
+    herd_integration::root_or_skip(test, "runc, cgroups")
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

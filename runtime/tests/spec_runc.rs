@@ -28,15 +28,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (runc, cgroups, namespaces)");
-    false
+    herd_integration::root_or_skip(test, "runc, cgroups, namespaces")
 }
 
 fn runc_or_skip(test: &str) -> bool {

@@ -10,15 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (network namespaces, bridges, iptables)");
-    false
+    herd_integration::root_or_skip(test, "network namespaces, bridges, iptables")
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -15,15 +15,7 @@ use serde_json::Value;
 pub const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 pub fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (network namespaces, netlink)");
-    false
+    herd_integration::root_or_skip(test, "network namespaces, netlink")
 }
 
 /// One plugin run.

@@ -12,15 +12,7 @@ use herd_net::NetNs;
 pub const NETNS_DIR: &str = "/run/netns";
 
 pub fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIP {test}: needs root (netns, netlink)");
-    false
+    herd_integration::root_or_skip(test, "netns, netlink")
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
