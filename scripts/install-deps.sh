@@ -15,6 +15,7 @@ declare -A PKGS=(
   [iptables]=/usr/sbin/iptables        # used by the reference portmap plugin (chaining test)
   [iproute2]=/usr/sbin/ip              # tests only: independent view of links and routes
   [hyperfine]=/usr/bin/hyperfine       # benchmarks
+  [podman]=/usr/bin/podman             # another runtime driving herd-cni (CNI interop test)
   [tar]=/bin/tar
   [curl]=/usr/bin/curl                 # readiness probe in the demo
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt

@@ -12,6 +12,10 @@
 //! An empty variable counts as missing. CNI_CONTAINERID must match the
 //! spec's charset, CNI_IFNAME the Linux interface name rules, CNI_ARGS must
 //! be `K=V` pairs separated by `;`. Every violation is code 4.
+//!
+//! STATUS, GC and VERSION concern no attachment: CNI_CONTAINERID,
+//! CNI_NETNS, CNI_IFNAME and CNI_ARGS are ignored for them, not validated
+//! (libcni's config validation runs VERSION with `CNI_NETNS=dummy`).
 
 use std::path::PathBuf;
 
@@ -53,6 +57,11 @@ impl Command {
         }
     }
 
+    /// ADD, DEL and CHECK act on one attachment (container, netns, ifname).
+    fn has_attachment(self) -> bool {
+        matches!(self, Command::Add | Command::Del | Command::Check)
+    }
+
     fn required(self) -> &'static [&'static str] {
         match self {
             Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
@@ -89,8 +98,8 @@ impl PluginEnv {
     /// Read and validate the environment through `get` (std::env::var in
     /// the binary; a map in tests).
     pub fn from_vars(get: &dyn Fn(&str) -> Option<String>) -> Result<PluginEnv, CniError> {
-        let var = |k: &str| get(k).filter(|v| !v.is_empty());
-        let Some(cmd) = var("CNI_COMMAND") else {
+        let any = |k: &str| get(k).filter(|v| !v.is_empty());
+        let Some(cmd) = any("CNI_COMMAND") else {
             return Err(CniError::invalid_env(
                 "required env variables [CNI_COMMAND] missing",
             ));
@@ -98,6 +107,14 @@ impl PluginEnv {
         let Some(command) = Command::parse(&cmd) else {
             return Err(CniError::invalid_env(format!("unknown CNI_COMMAND: {cmd}"))
                 .with_details("expected one of ADD, DEL, CHECK, STATUS, GC, VERSION"));
+        };
+        let attachment_var = ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"];
+        let var = |k: &str| {
+            if !command.has_attachment() && attachment_var.contains(&k) {
+                None
+            } else {
+                any(k)
+            }
         };
         let missing: Vec<&str> = command
             .required()
@@ -227,6 +244,28 @@ mod tests {
         assert!(env(&[("CNI_COMMAND", "STATUS")]).is_ok());
         assert_eq!(env(&[("CNI_COMMAND", "GC")]).unwrap_err().code.code(), 4);
         assert_eq!(env(&[("CNI_COMMAND", "FOO")]).unwrap_err().code.code(), 4);
+    }
+
+    #[test]
+    fn verbs_without_an_attachment_ignore_its_variables() {
+        // What libcni sends when it validates a config list.
+        let dummy = [
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+            ("CNI_CONTAINERID", "-bad id"),
+            ("CNI_ARGS", "no-equals-sign"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ];
+        for verb in ["VERSION", "STATUS", "GC"] {
+            let mut v = dummy.to_vec();
+            v.push(("CNI_COMMAND", verb));
+            let e = env(&v).unwrap();
+            assert!(e.netns.is_none() && e.ifname.is_none() && e.container_id.is_none());
+            assert!(e.args.is_empty());
+        }
+        let mut v = dummy.to_vec();
+        v.push(("CNI_COMMAND", "DEL"));
+        assert_eq!(env(&v).unwrap_err().code.code(), 4);
     }
 
     #[test]
