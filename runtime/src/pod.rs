@@ -216,6 +216,11 @@ impl PodRuntime {
         &self.oci
     }
 
+    /// The pod's sandbox record (config, QoS class, cgroup), if it has one.
+    pub fn sandbox(&self, uid: &str) -> Result<Option<SandboxRecord>, RuntimeError> {
+        Ok(self.sandbox_dir(uid)?.read_record()?)
+    }
+
     fn sandbox_dir(&self, uid: &str) -> Result<SandboxDir, RuntimeError> {
         Ok(SandboxDir::new(&self.cfg.run_dir, uid)?)
     }
@@ -644,6 +649,32 @@ impl PodRuntime {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Starts a command in a running container with its stdio handed to
+    /// the caller (`runc exec` in the foreground, same process defaults as
+    /// [`PodRuntime::exec`]): pipes, or with `tty` a pty master.
+    pub fn exec_streaming(
+        &self,
+        rec: &ContainerRecord,
+        args: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<crate::oci::exec_stream::ExecSession, RuntimeError> {
+        let config = rec.bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| RuntimeError::Io {
+            op: "read",
+            path: config.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let base = spec.process().clone().unwrap_or_default();
+        let process = spec::exec_process(&base, args, tty, &[]);
+        let file = rec.bundle.join(format!(
+            "exec-{}-{}.json",
+            std::process::id(),
+            EXEC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        Ok(self.oci.exec_streaming(&rec.id, &process, &file, stdin)?)
     }
 }
 

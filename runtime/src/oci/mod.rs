@@ -14,6 +14,7 @@
 
 mod console;
 mod exec;
+pub mod exec_stream;
 
 use std::fs;
 use std::os::fd::OwnedFd;
