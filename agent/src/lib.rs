@@ -1,7 +1,15 @@
 //! herd-agent: the node agent and the `herd` command line.
 //!
-//! Today this holds the CLI for the image store; the agent's subsystems
-//! (API, store, cluster, scheduler, controllers, kubelet) arrive with their
-//! issues, one folder each.
+//! - [`api`]: the Kubernetes-shaped API (types from k8s-openapi, manifest
+//!   parsing, defaulting, validation, `Status` errors, the HTTP server).
+//! - [`store`]: the `Datastore` trait and the node's local store.
+//! - [`kubelet`]: the node's pod workers (images, sandboxes, volumes,
+//!   probes, status, static pods, eviction).
+//! - [`daemon`]: `herd agent`, wiring the above.
+//! - [`cli`]: the command line, a client of the API.
 
+pub mod api;
 pub mod cli;
+pub mod daemon;
+pub mod kubelet;
+pub mod store;

@@ -17,6 +17,7 @@
 //! descriptor carries the exact size, and every config's diff_ids are the
 //! sha256 of the uncompressed layers; output is deterministic.
 
+pub mod agent;
 pub mod archive;
 pub mod bigimage;
 pub mod hostile;

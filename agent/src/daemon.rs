@@ -1,0 +1,338 @@
+//! `herd agent`: wiring the store, the API server and the kubelet.
+//!
+//! OWNED BY THE LEAD. The flags are fixed here so the CLI and the tests can
+//! rely on them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use herd_images::ImageStore;
+use herd_net::BridgeConfig;
+use herd_runtime::cgroups::{CgroupLayout, detect_layout};
+use herd_runtime::oci::{RuntimeBinary, RuntimeKind, default_search_path, select_runtime};
+use herd_runtime::pod::{PodRuntime, RuntimeConfig};
+
+use crate::api::server::ApiState;
+use crate::kubelet::backoff::BackoffConfig;
+use crate::kubelet::config::KubeletConfig;
+use crate::kubelet::convert::SandboxOptions;
+use crate::kubelet::events::EventRecorder;
+use crate::kubelet::network::PodNetworking;
+use crate::kubelet::{Ctx, Kubelet};
+use crate::store::Datastore;
+use crate::store::local::LocalStore;
+
+/// `herd agent` flags (the node's configuration). The state root is the
+/// global `--root-dir`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// This node's name (default: the host name).
+    #[arg(long, env = "HERD_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Runtime state (sandboxes, monitors; tmpfs).
+    #[arg(long, default_value = "/run/herd")]
+    pub run_dir: PathBuf,
+    /// CRI container logs.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub log_dir: PathBuf,
+    /// The cgroup filesystem root.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// herd's cgroup name under the root (several agents on one machine
+    /// use different ones).
+    #[arg(long, default_value = "herd")]
+    pub cgroup_name: String,
+    /// Static pod manifests.
+    #[arg(long, default_value = "/etc/herd/manifests")]
+    pub manifests: PathBuf,
+    /// TCP address of the API (the unix socket `<root>/agent.sock` is always
+    /// served). `none` disables TCP.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: String,
+    /// OCI runtime: runc, crun, youki, or a path.
+    #[arg(long, default_value = "runc")]
+    pub runtime: String,
+    /// The node's pod CIDR (bridge + IPAM).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub pod_cidr: ipnet::Ipv4Net,
+    /// The node bridge's name.
+    #[arg(long, default_value = "herd0")]
+    pub bridge: String,
+    /// Masquerade pod traffic leaving the pod CIDR (nftables).
+    #[arg(long)]
+    pub masquerade: bool,
+    /// Nameservers written to pods' resolv.conf (default: the host's).
+    #[arg(long, value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// CrashLoopBackOff: first delay, cap, and how long a container must
+    /// run before its backoff resets.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub backoff_base: std::time::Duration,
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub backoff_max: std::time::Duration,
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub backoff_reset: std::time::Duration,
+    /// Hard eviction threshold on memory.available (`100Mi`, `5%`).
+    #[arg(long, default_value = "100Mi")]
+    pub eviction_memory_available: String,
+    /// How often node pressure is checked.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub eviction_interval: std::time::Duration,
+    /// Where `meminfo` is read (a root parameter, for tests).
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// How often the pod lifecycle is relisted from the runtime.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub relist_interval: std::time::Duration,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// The TCP listen address, `None` for `none`.
+pub fn listen_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("invalid --listen {s:?}: {e}"))
+}
+
+/// Host facts the kubelet needs.
+fn node_memory_bytes(proc_root: &Path) -> u64 {
+    std::fs::read_to_string(proc_root.join("meminfo"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
+}
+
+/// The host's resolv.conf, minus loopback nameservers (pods cannot reach
+/// the host's 127.0.0.53).
+fn host_dns() -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut ns, mut search, mut opts) = (Vec::new(), Vec::new(), Vec::new());
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match it.next() {
+            Some("nameserver") => {
+                if let Some(a) = it.next()
+                    && a.parse::<IpAddr>().is_ok_and(|ip| !ip.is_loopback())
+                {
+                    ns.push(a.to_string());
+                }
+            }
+            Some("search") => search = it.map(str::to_string).collect(),
+            Some("options") => opts.extend(it.map(str::to_string)),
+            _ => {}
+        }
+    }
+    (ns, search, opts)
+}
+
+fn runtime_binary(args: &AgentArgs, hybrid_or_v1: bool) -> anyhow::Result<RuntimeBinary> {
+    let state_root = args.run_dir.join("runtime");
+    if args.runtime.contains('/') {
+        let path = PathBuf::from(&args.runtime);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("runc");
+        return Ok(RuntimeBinary {
+            kind: RuntimeKind::parse(name).unwrap_or(RuntimeKind::Runc),
+            path,
+            root: state_root,
+        });
+    }
+    let kind = RuntimeKind::parse(&args.runtime).with_context(|| {
+        format!(
+            "unknown --runtime {:?} (runc, crun, youki or a path)",
+            args.runtime
+        )
+    })?;
+    let (bin, skipped) = select_runtime(kind, &default_search_path(), &state_root, hybrid_or_v1)?;
+    for s in skipped {
+        tracing::warn!("runtime {} skipped: {}", s.kind.name(), s.reason);
+    }
+    Ok(bin)
+}
+
+/// `herd agent`: runs until SIGTERM/SIGINT. Pods keep running when it
+/// stops (their monitors hold them); the next start re-adopts them.
+pub fn run(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herd-agent")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(root_dir, args))
+}
+
+async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
+    let tcp = listen_addr(&args.listen).map_err(anyhow::Error::msg)?;
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .to_ascii_lowercase(),
+    };
+    for d in [root_dir, &args.run_dir, &args.log_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let images = ImageStore::open(&root_dir.join("images")).context("opening the image store")?;
+    let layout = detect_layout(&args.cgroup_root).context("detecting the cgroup layout")?;
+    let runtime_bin = runtime_binary(&args, layout != CgroupLayout::Unified)?;
+    let node_memory = node_memory_bytes(&args.proc_root);
+    let runtime = PodRuntime::new(
+        RuntimeConfig {
+            run_dir: args.run_dir.clone(),
+            log_dir: args.log_dir.clone(),
+            cgroup_root: args.cgroup_root.clone(),
+            cgroup_base: args.cgroup_name.clone(),
+            runtime: runtime_bin,
+            monitor_exe: std::env::current_exe().context("finding the herd binary")?,
+            monitor_args: vec!["monitor".into()],
+            node_memory_bytes: node_memory,
+        },
+        images,
+    )
+    .context("starting the pod runtime")?;
+    let runtime = Arc::new(runtime);
+    let store: Arc<dyn Datastore> = Arc::new(
+        LocalStore::open(
+            &root_dir.join("store.redb"),
+            &args.run_dir.join("secrets.redb"),
+        )
+        .context("opening the store")?,
+    );
+    let network = PodNetworking::new(
+        BridgeConfig {
+            name: args.bridge.clone(),
+            subnet: args.pod_cidr,
+            masquerade: args.masquerade,
+            ..BridgeConfig::default()
+        },
+        &args.run_dir.join("net"),
+    )
+    .await
+    .context("setting up the pod network")?;
+    let network = Arc::new(network);
+    let (dns_ns, dns_search, dns_opts) = if args.dns.is_empty() {
+        host_dns()
+    } else {
+        (args.dns.clone(), Vec::new(), Vec::new())
+    };
+    let ctx = Ctx {
+        cfg: KubeletConfig {
+            node_name: node_name.clone(),
+            pods_dir: root_dir.join("pods"),
+            manifests_dir: Some(args.manifests.clone()),
+            static_scan_interval: Duration::from_millis(250),
+            backoff: BackoffConfig {
+                base: args.backoff_base,
+                max: args.backoff_max,
+                reset: args.backoff_reset,
+            },
+            relist_interval: args.relist_interval,
+            sandbox: SandboxOptions {
+                dns_nameservers: dns_ns,
+                dns_searches: dns_search,
+                dns_options: dns_opts,
+                default_pids_limit: None,
+            },
+            node_memory_bytes: node_memory,
+            node_cpu_millis: std::thread::available_parallelism()
+                .map_or(1000, |n| n.get() as u64 * 1000),
+            eviction_memory_available: args.eviction_memory_available.clone(),
+            eviction_interval: args.eviction_interval,
+            proc_root: args.proc_root.clone(),
+        },
+        runtime: runtime.clone(),
+        host_ip: Some(network.gateway()),
+        network: Some(network),
+        events: EventRecorder::start(store.clone(), node_name.clone()),
+        store: store.clone(),
+    };
+    let state = ApiState {
+        store: store.clone(),
+        runtime: Some(runtime),
+        node_name: node_name.clone(),
+        bind_unscheduled: true,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let socket = root_dir.join("agent.sock");
+    let server = {
+        let mut rx = stop_rx.clone();
+        let router = crate::api::server::router(state);
+        tokio::spawn(async move {
+            crate::api::server::serve(router, &socket, tcp, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    let mut kubelet = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(Kubelet::new(ctx).run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }))
+    };
+    let mut server = server;
+    tracing::info!(node = %node_name, "herd agent running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    // Either half failing on its own stops the agent (pods keep running).
+    let failed = tokio::select! {
+        _ = term.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+        k = &mut kubelet => Some(match k {
+            Ok(Ok(())) => anyhow::anyhow!("the kubelet stopped"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("kubelet"),
+            Err(e) => anyhow::anyhow!("kubelet task: {e}"),
+        }),
+        s = &mut server => Some(match s {
+            Ok(Ok(())) => anyhow::anyhow!("the api server stopped"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("api server"),
+            Err(e) => anyhow::anyhow!("api server task: {e}"),
+        }),
+    };
+    tracing::info!("stopping (pods keep running)");
+    let _ = stop_tx.send(true);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // Open watch and log streams would hold a graceful shutdown forever.
+    match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+        Ok(Ok(Err(e))) => tracing::warn!("api server: {e}"),
+        Ok(_) => {}
+        Err(_) => server.abort(),
+    }
+    let k = kubelet.await;
+    if let Ok(Err(e)) = k {
+        tracing::warn!("kubelet: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Desired state: the `Datastore` trait and the node's local store.
+//!
+//! Objects are stored as JSON (`serde_json::Value`), keyed by resource,
+//! namespace and name; the store owns `metadata.resourceVersion`: a single
+//! counter over all resources, increased by every write, written into each
+//! object it returns. Watches deliver every change after a given
+//! resourceVersion, in order; a watch that asks for a version older than the
+//! retained window fails with [`StoreError::Expired`] (HTTP 410, the client
+//! lists again), as etcd-backed API servers do.
+//!
+//! [`local::LocalStore`] keeps everything in a redb file (secrets in a
+//! second one on tmpfs: they never touch the disk). The cluster issue puts
+//! Raft under the same trait; a real etcd can replace it later.
+
+pub mod local;
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+
+use crate::api::{ApiError, Resource};
+
+/// Where an object lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub resource: Resource,
+    /// `None` for cluster-scoped resources (namespaces).
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Key {
+    pub fn namespaced(resource: Resource, namespace: &str, name: &str) -> Key {
+        Key {
+            resource,
+            namespace: Some(namespace.to_string()),
+            name: name.to_string(),
+        }
+    }
+    pub fn cluster(resource: Resource, name: &str) -> Key {
+        Key {
+            resource,
+            namespace: None,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// Watch event types, as in `metav1.WatchEvent.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change. For `Deleted`, `object` is the last state with the
+/// deletion's resourceVersion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    pub kind: EventType,
+    pub key: Key,
+    pub object: Value,
+    pub resource_version: u64,
+}
+
+/// Store failures. Converted to `ApiError` (one place: `From`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{resource} \"{name}\" not found")]
+    NotFound { resource: Resource, name: String },
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists { resource: Resource, name: String },
+    /// Precondition failed: the stored resourceVersion differs.
+    #[error(
+        "the object has been modified; please apply your changes to the latest version and try again"
+    )]
+    Conflict {
+        resource: Resource,
+        name: String,
+        current: u64,
+    },
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired { requested: u64, oldest: u64 },
+    #[error("store {path}: {reason}")]
+    Backend { path: String, reason: String },
+    #[error("object {name}: {reason}")]
+    Encoding { name: String, reason: String },
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match &e {
+            StoreError::NotFound { resource, name } => ApiError::not_found(*resource, name),
+            StoreError::AlreadyExists { resource, name } => {
+                ApiError::already_exists(*resource, name)
+            }
+            StoreError::Conflict { resource, name, .. } => {
+                ApiError::conflict(*resource, name, &e.to_string())
+            }
+            StoreError::Expired { .. } => ApiError::expired(e.to_string()),
+            StoreError::Backend { .. } | StoreError::Encoding { .. } => {
+                ApiError::internal(e.to_string())
+            }
+        }
+    }
+}
+
+/// A live watch: buffered backlog first, then live events.
+#[derive(Debug)]
+pub struct WatchStream {
+    backlog: VecDeque<WatchEvent>,
+    live: tokio::sync::broadcast::Receiver<WatchEvent>,
+    filter: (Resource, Option<String>),
+    /// Events at or below this version were in the backlog already.
+    after: u64,
+}
+
+impl WatchStream {
+    pub fn new(
+        backlog: VecDeque<WatchEvent>,
+        live: tokio::sync::broadcast::Receiver<WatchEvent>,
+        resource: Resource,
+        namespace: Option<String>,
+        after: u64,
+    ) -> WatchStream {
+        WatchStream {
+            backlog,
+            live,
+            filter: (resource, namespace),
+            after,
+        }
+    }
+
+    fn matches(&self, ev: &WatchEvent) -> bool {
+        ev.key.resource == self.filter.0
+            && (self.filter.1.is_none() || ev.key.namespace == self.filter.1)
+    }
+
+    /// The next event; `Err(Expired)` when this watcher fell too far
+    /// behind (the caller re-lists), `Ok(None)` when the store closed.
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, StoreError> {
+        if let Some(ev) = self.backlog.pop_front() {
+            return Ok(Some(ev));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(ev) => {
+                    if ev.resource_version > self.after && self.matches(&ev) {
+                        self.after = ev.resource_version;
+                        return Ok(Some(ev));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(None),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    return Err(StoreError::Expired {
+                        requested: self.after,
+                        oldest: self.after.saturating_add(1),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The API objects' store. Synchronous: implementations are fast (local
+/// transactions) or do their own waiting; async callers use
+/// `spawn_blocking` for writes that fsync.
+pub trait Datastore: Send + Sync + std::fmt::Debug + 'static {
+    fn get(&self, key: &Key) -> Result<Value, StoreError>;
+
+    /// Every object of a resource (in one namespace, or all), sorted by
+    /// namespace and name, with the store's current resourceVersion.
+    fn list(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Value>, u64), StoreError>;
+
+    /// Fails with `AlreadyExists`. Returns the object as stored.
+    fn create(&self, key: &Key, object: Value) -> Result<Value, StoreError>;
+
+    /// Replaces an existing object; with `expected`, only if its
+    /// resourceVersion is still that (else `Conflict`).
+    fn update(&self, key: &Key, object: Value, expected: Option<u64>) -> Result<Value, StoreError>;
+
+    /// Removes an object; returns its last state.
+    fn delete(&self, key: &Key, expected: Option<u64>) -> Result<Value, StoreError>;
+
+    /// Changes after `since` (None: from now), for one resource in one
+    /// namespace or all.
+    fn watch(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<WatchStream, StoreError>;
+
+    /// The current resourceVersion.
+    fn revision(&self) -> Result<u64, StoreError>;
+}
+
+/// Read-modify-write with retries on `Conflict`: `f` gets the current
+/// object and returns the new one (or `None` to leave it unchanged).
+pub fn update_with<S: Datastore + ?Sized>(
+    store: &S,
+    key: &Key,
+    mut f: impl FnMut(Value) -> Result<Option<Value>, StoreError>,
+) -> Result<Value, StoreError> {
+    for _ in 0..16 {
+        let current = store.get(key)?;
+        let rv = resource_version(&current);
+        let Some(next) = f(current.clone())? else {
+            return Ok(current);
+        };
+        match store.update(key, next, rv) {
+            Err(StoreError::Conflict { .. }) => continue,
+            other => return other,
+        }
+    }
+    Err(StoreError::Conflict {
+        resource: key.resource,
+        name: key.name.clone(),
+        current: 0,
+    })
+}
+
+/// `metadata.resourceVersion` as a number.
+pub fn resource_version(object: &Value) -> Option<u64> {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+}
