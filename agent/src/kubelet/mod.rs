@@ -88,6 +88,17 @@ fn pod_uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
+/// Same desired state: spec, labels, annotations and deletion fields
+/// (status and resourceVersion may differ).
+fn desired_equal(a: &Pod, b: &Pod) -> bool {
+    let (ma, mb) = (&a.metadata, &b.metadata);
+    a.spec == b.spec
+        && ma.deletion_timestamp == mb.deletion_timestamp
+        && ma.deletion_grace_period_seconds == mb.deletion_grace_period_seconds
+        && ma.labels == mb.labels
+        && ma.annotations == mb.annotations
+}
+
 fn is_mirror(p: &Pod) -> bool {
     p.metadata
         .annotations
@@ -126,9 +137,14 @@ impl Kubelet {
         }
         let pod = Arc::new(pod);
         if let Some(h) = self.workers.get_mut(&uid) {
+            // The worker's own status writes come back as MODIFIED events:
+            // they need no pass (it wrote them).
+            let same = !h.removed && desired_equal(&h.pod, &pod);
             h.pod = pod.clone();
             h.removed = false;
-            let _ = h.tx.send(WorkerMsg::Update(Some(pod)));
+            if !same {
+                let _ = h.tx.send(WorkerMsg::Update(Some(pod)));
+            }
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
