@@ -90,29 +90,7 @@ impl OciRuntime {
         process_file: &Path,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, OciError> {
-        let console_err = |e: std::io::Error| OciError::Console {
-            id: id.to_string(),
-            source: ConsoleError::Receive {
-                source: e,
-                stderr: String::new(),
-            },
-        };
-        let (master, slave) = open_pty().map_err(console_err)?;
-        let mut cmd = self.command();
-        cmd.arg("exec")
-            .arg("--tty")
-            .arg("--process")
-            .arg(process_file)
-            .arg(id);
-        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-        cmd.stdin(dup(&slave).map_err(console_err)?)
-            .stdout(dup(&slave).map_err(console_err)?)
-            .stderr(Stdio::from(slave));
-        let child = cmd.spawn().map_err(|source| OciError::Spawn {
-            binary: self.bin.path.clone(),
-            source,
-        })?;
-        drop(cmd); // closes our copies of the slave: EIO once runc is done
+        let (master, child) = self.spawn_tty_exec(id, process_file)?;
         // Read the terminal until the last writer closes it (EIO).
         let reader = std::thread::spawn(move || {
             let mut f = std::fs::File::from(master);
@@ -137,6 +115,42 @@ impl OciRuntime {
             Vec::new()
         };
         exec_output(self, id, out.status, stdout, stderr)
+    }
+}
+
+impl OciRuntime {
+    /// Starts `runc exec --tty` with a new pty's slave as its stdio and
+    /// returns the master. Our copies of the slave are closed, so reading
+    /// the master ends (EIO) once runc and the process are done.
+    pub(super) fn spawn_tty_exec(
+        &self,
+        id: &str,
+        process_file: &Path,
+    ) -> Result<(OwnedFd, std::process::Child), OciError> {
+        let console_err = |e: std::io::Error| OciError::Console {
+            id: id.to_string(),
+            source: ConsoleError::Receive {
+                source: e,
+                stderr: String::new(),
+            },
+        };
+        let (master, slave) = open_pty().map_err(console_err)?;
+        let mut cmd = self.command();
+        cmd.arg("exec")
+            .arg("--tty")
+            .arg("--process")
+            .arg(process_file)
+            .arg(id);
+        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
+        cmd.stdin(dup(&slave).map_err(console_err)?)
+            .stdout(dup(&slave).map_err(console_err)?)
+            .stderr(Stdio::from(slave));
+        let child = cmd.spawn().map_err(|source| OciError::Spawn {
+            binary: self.bin.path.clone(),
+            source,
+        })?;
+        drop(cmd);
+        Ok((master, child))
     }
 }
 

@@ -193,24 +193,7 @@ impl OciRuntime {
                 stderr: String::new(),
             },
         };
-        let (master, slave) = open_pty().map_err(console_err)?;
-        let mut cmd = self.command();
-        cmd.arg("exec")
-            .arg("--tty")
-            .arg("--process")
-            .arg(process_file)
-            .arg(id);
-        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-        cmd.stdin(dup(&slave).map_err(console_err)?)
-            .stdout(dup(&slave).map_err(console_err)?)
-            .stderr(Stdio::from(slave));
-        let child = cmd.spawn().map_err(|source| OciError::Spawn {
-            binary: self.bin.path.clone(),
-            source,
-        })?;
-        // Closes our copies of the slave: reads of the master end (EIO)
-        // once runc is done.
-        drop(cmd);
+        let (master, child) = self.spawn_tty_exec(id, process_file)?;
         let writer = if stdin {
             Some(
                 Box::new(File::from(master.try_clone().map_err(console_err)?))
@@ -249,19 +232,4 @@ impl Read for PtyReader {
 
 fn libc_eio() -> i32 {
     rustix::io::Errno::IO.raw_os_error()
-}
-
-/// A new pty pair (master, slave), both close-on-exec.
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-    grantpt(&master)?;
-    unlockpt(&master)?;
-    let name = ptsname(&master, Vec::new())?;
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
-    Ok((master, slave))
 }
