@@ -7,9 +7,16 @@
 //!   probes, status, static pods, eviction).
 //! - [`daemon`]: `herd agent`, wiring the above.
 //! - [`cli`]: the command line, a client of the API.
+//! - [`cluster`]: gossip membership, the cluster CA and node-to-node RPC.
+//! - [`scheduler`]: binds pods to nodes (runs on the Raft leader).
+//! - [`controllers`]: ReplicaSet, Deployment, DaemonSet, Job, endpoints,
+//!   garbage collection, node lifecycle (run on the Raft leader).
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
+pub mod controllers;
 pub mod daemon;
 pub mod kubelet;
+pub mod scheduler;
 pub mod store;

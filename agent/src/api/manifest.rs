@@ -306,10 +306,12 @@ fn decode_as(resource: Resource, value: Value, strict: bool) -> Result<Object, A
         Resource::ConfigMaps => Object::ConfigMap(typed(resource, &value)?),
         Resource::Secrets => Object::Secret(typed(resource, &value)?),
         Resource::Namespaces => Object::Namespace(typed(resource, &value)?),
-        Resource::Events => {
-            return Err(ApiError::bad_request(
-                "no matches for kind \"Event\" in version \"v1\"",
-            ));
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "no matches for kind \"{}\" in version \"{}\"",
+                other.kind(),
+                other.api_version()
+            )));
         }
     };
     if strict {

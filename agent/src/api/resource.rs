@@ -10,15 +10,35 @@ pub enum Resource {
     Secrets,
     Namespaces,
     Events,
+    Nodes,
+    Services,
+    Endpoints,
+    ServiceAccounts,
+    Deployments,
+    ReplicaSets,
+    DaemonSets,
+    Jobs,
+    Leases,
+    EndpointSlices,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 5] = [
+    pub const ALL: [Resource; 15] = [
         Resource::Pods,
         Resource::ConfigMaps,
         Resource::Secrets,
         Resource::Namespaces,
         Resource::Events,
+        Resource::Nodes,
+        Resource::Services,
+        Resource::Endpoints,
+        Resource::ServiceAccounts,
+        Resource::Deployments,
+        Resource::ReplicaSets,
+        Resource::DaemonSets,
+        Resource::Jobs,
+        Resource::Leases,
+        Resource::EndpointSlices,
     ];
 
     /// The URL path segment and store table name.
@@ -29,6 +49,16 @@ impl Resource {
             Resource::Secrets => "secrets",
             Resource::Namespaces => "namespaces",
             Resource::Events => "events",
+            Resource::Nodes => "nodes",
+            Resource::Services => "services",
+            Resource::Endpoints => "endpoints",
+            Resource::ServiceAccounts => "serviceaccounts",
+            Resource::Deployments => "deployments",
+            Resource::ReplicaSets => "replicasets",
+            Resource::DaemonSets => "daemonsets",
+            Resource::Jobs => "jobs",
+            Resource::Leases => "leases",
+            Resource::EndpointSlices => "endpointslices",
         }
     }
 
@@ -40,12 +70,41 @@ impl Resource {
             Resource::Secrets => "Secret",
             Resource::Namespaces => "Namespace",
             Resource::Events => "Event",
+            Resource::Nodes => "Node",
+            Resource::Services => "Service",
+            Resource::Endpoints => "Endpoints",
+            Resource::ServiceAccounts => "ServiceAccount",
+            Resource::Deployments => "Deployment",
+            Resource::ReplicaSets => "ReplicaSet",
+            Resource::DaemonSets => "DaemonSet",
+            Resource::Jobs => "Job",
+            Resource::Leases => "Lease",
+            Resource::EndpointSlices => "EndpointSlice",
         }
     }
 
-    /// `apiVersion` of the resource's objects.
+    /// API group ("" for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Resource::Deployments
+            | Resource::ReplicaSets
+            | Resource::DaemonSets => "apps",
+            Resource::Jobs => "batch",
+            Resource::Leases => "coordination.k8s.io",
+            Resource::EndpointSlices => "discovery.k8s.io",
+            _ => "",
+        }
+    }
+
+    /// `apiVersion` of the resource's objects (`v1`, `apps/v1`, ...).
     pub fn api_version(self) -> &'static str {
-        "v1"
+        match self.group() {
+            "apps" => "apps/v1",
+            "batch" => "batch/v1",
+            "coordination.k8s.io" => "coordination.k8s.io/v1",
+            "discovery.k8s.io" => "discovery.k8s.io/v1",
+            _ => "v1",
+        }
     }
 
     /// `kubectl get` short names.
@@ -56,11 +115,21 @@ impl Resource {
             Resource::Secrets => &[],
             Resource::Namespaces => &["ns"],
             Resource::Events => &["ev"],
+            Resource::Nodes => &["no"],
+            Resource::Services => &["svc"],
+            Resource::Endpoints => &["ep"],
+            Resource::ServiceAccounts => &["sa"],
+            Resource::Deployments => &["deploy"],
+            Resource::ReplicaSets => &["rs"],
+            Resource::DaemonSets => &["ds"],
+            Resource::Jobs => &[],
+            Resource::Leases => &[],
+            Resource::EndpointSlices => &[],
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, Resource::Namespaces)
+        !matches!(self, Resource::Namespaces | Resource::Nodes)
     }
 
     pub fn from_plural(s: &str) -> Option<Resource> {

@@ -268,7 +268,7 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<()> {
             Resource::ConfigMaps => describe_configmap(&serde_json::from_value(obj)?),
             Resource::Secrets => describe_secret(&serde_json::from_value(obj)?),
             Resource::Namespaces => describe_namespace(&serde_json::from_value(obj)?),
-            Resource::Events => super::printers::to_yaml(&obj),
+            _ => super::printers::to_yaml(&obj),
         };
         let events = if matches!(
             resource,

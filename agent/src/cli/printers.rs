@@ -8,6 +8,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -82,6 +83,7 @@ pub fn header(resource: Resource, wide: bool, with_namespace: bool) -> Vec<&'sta
         Resource::Secrets => h.extend(["NAME", "TYPE", "DATA", "AGE"]),
         Resource::Namespaces => h.extend(["NAME", "STATUS", "AGE"]),
         Resource::Events => h.extend(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]),
+        _ => h.extend(["NAME", "AGE"]),
     }
     h
 }
@@ -158,6 +160,13 @@ pub fn row(
                 e.reason.clone().unwrap_or_default(),
                 obj_ref,
                 e.message.clone().unwrap_or_default().trim().to_string(),
+            ]);
+        }
+        _ => {
+            let meta: ObjectMeta = typed(resource, &obj["metadata"])?;
+            r.extend([
+                meta.name.clone().unwrap_or_default(),
+                since(meta.creation_timestamp.as_ref().map(|t| &t.0), now),
             ]);
         }
     }

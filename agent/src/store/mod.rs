@@ -13,6 +13,7 @@
 //! Raft under the same trait; a real etcd can replace it later.
 
 pub mod local;
+pub mod raft;
 
 use std::collections::VecDeque;
 

@@ -1,0 +1,1 @@
+//! Placeholder: filled by the cluster work (issue 6).

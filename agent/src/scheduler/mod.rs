@@ -1,0 +1,1 @@
+//! Placeholder: the scheduler (issue 6).

@@ -1,0 +1,1 @@
+//! Placeholder: the Raft-replicated Datastore (issue 6).
