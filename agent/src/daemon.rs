@@ -240,6 +240,7 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     .await
     .context("setting up the pod network")?;
     let network = Arc::new(network);
+    let host_ip = Some(network.gateway());
     let (dns_ns, dns_search, dns_opts) = if args.dns.is_empty() {
         host_dns()
     } else {
@@ -271,7 +272,7 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
             proc_root: args.proc_root.clone(),
         },
         runtime: runtime.clone(),
-        host_ip: Some(network.gateway()),
+        host_ip,
         network: Some(network),
         events: EventRecorder::start(store.clone(), node_name.clone()),
         store: store.clone(),
@@ -300,6 +301,25 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }))
     };
+    // A single node is its own leader: it runs the controllers
+    // (ReplicaSet, Deployment, Job, endpoints, garbage collection, namespace
+    // deletion, ...) on its store. The kubelet binds unscheduled pods to
+    // this node.
+    crate::kubelet::node::register(
+        &*store,
+        &node_name,
+        host_ip,
+        &args.proc_root,
+        jiff::Timestamp::now(),
+    )
+    .context("registering this node's Node object")?;
+    let controllers =
+        crate::controllers::runner::run(store.clone(), crate::controllers::all(), stop_rx.clone());
+    let scheduler = tokio::spawn(crate::scheduler::run::run(
+        store.clone(),
+        crate::scheduler::run::RunConfig::default(),
+        stop_rx.clone(),
+    ));
     let mut server = server;
     tracing::info!(node = %node_name, "herd agent running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -333,6 +353,15 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     let k = kubelet.await;
     if let Ok(Err(e)) = k {
         tracing::warn!("kubelet: {e}");
+    }
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), scheduler).await {
+        tracing::warn!("scheduler: {e}");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), controllers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("controllers did not stop within 5 s");
     }
     Ok(())
 }

@@ -294,3 +294,113 @@ fn get_watch_prints_rows_as_they_change() {
         }
     }
 }
+
+#[test]
+fn cluster_kinds_apply_get_scale_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let _agent = start(root);
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/manifests/cluster.yaml"
+    );
+    let (o, e, code) = out(&herd(root, &["apply", "-f", manifest]));
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(
+        o,
+        "deployment.apps/web created\nservice/web created\njob.batch/once created\n"
+    );
+    let (o, e, code) = out(&herd(root, &["apply", "-f", manifest]));
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("service/web unchanged"), "{o}");
+
+    let (o, _, _) = out(&herd(root, &["get", "deployments"]));
+    let lines: Vec<&str> = o.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE"),
+        "{o}"
+    );
+    assert!(
+        lines[1].starts_with("web    0/2     0            0           "),
+        "{o}"
+    );
+    let (o, _, _) = out(&herd(root, &["get", "deploy", "-o", "wide"]));
+    assert!(
+        o.lines()
+            .next()
+            .unwrap()
+            .ends_with("CONTAINERS   IMAGES         SELECTOR"),
+        "{o}"
+    );
+    assert!(o.contains("httpd        busybox:1.36   app=web"), "{o}");
+
+    let (o, _, _) = out(&herd(root, &["get", "svc", "web", "-o", "wide"]));
+    let lines: Vec<&str> = o.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)        AGE"),
+        "{o}"
+    );
+    assert!(lines[0].ends_with("SELECTOR"), "{o}");
+    assert!(
+        lines[1].starts_with("web    NodePort   10.96.0.50   <none>        80:30080/TCP   "),
+        "{o}"
+    );
+    assert!(lines[1].ends_with("app=web"), "{o}");
+
+    let (o, _, _) = out(&herd(root, &["get", "jobs"]));
+    let lines: Vec<&str> = o.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME   STATUS    COMPLETIONS   DURATION   AGE"),
+        "{o}"
+    );
+    assert!(
+        lines[1].starts_with("once   Running   0/1                      "),
+        "{o}"
+    );
+
+    let (o, e, code) = out(&herd(
+        root,
+        &["scale", "deployment", "web", "--replicas", "4"],
+    ));
+    assert_eq!(
+        (o.as_str(), code),
+        ("deployment.apps/web scaled\n", 0),
+        "{e}"
+    );
+    let (o, _, _) = out(&herd(root, &["get", "deploy", "web", "-o", "name"]));
+    assert_eq!(o, "deployment.apps/web\n");
+    let (o, _, _) = out(&herd(root, &["get", "deploy", "web", "-o", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(v["spec"]["replicas"], 4);
+
+    let (o, _, _) = out(&herd(root, &["describe", "deployment", "web"]));
+    assert!(o.contains("Replicas:"), "{o}");
+    assert!(
+        o.contains("4 desired | 0 updated | 0 total | 0 available | 0 unavailable"),
+        "{o}"
+    );
+    assert!(o.contains("25% max unavailable, 25% max surge"), "{o}");
+    let (o, _, _) = out(&herd(root, &["describe", "svc", "web"]));
+    assert!(
+        o.lines()
+            .any(|l| l.starts_with("IP:") && l.ends_with(" 10.96.0.50")),
+        "{o}"
+    );
+    assert!(
+        o.lines()
+            .any(|l| l.starts_with("NodePort:") && l.ends_with("30080/TCP")),
+        "{o}"
+    );
+
+    // The Job is removed (Background, as kubectl), not orphaned.
+    let (o, e, code) = out(&herd(root, &["delete", "-f", manifest]));
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(
+        o,
+        "deployment.apps \"web\" deleted\nservice \"web\" deleted\njob.batch \"once\" deleted\n"
+    );
+    for kind in ["jobs", "deploy", "svc"] {
+        let (o, _, _) = out(&herd(root, &["get", kind]));
+        assert!(!o.contains("once") && !o.contains("web"), "{kind}: {o}");
+    }
+}

@@ -128,10 +128,16 @@ fn decode_errors_are_bad_requests() {
         ),
         "{e}"
     );
-    let v = parse_documents("apiVersion: apps/v1\nkind: Deployment\n", "t").unwrap();
+    let v = parse_documents("apiVersion: apps/v1\nkind: StatefulSet\n", "t").unwrap();
     assert_eq!(
         decode(v[0].clone()).unwrap_err().message,
-        "no matches for kind \"Deployment\" in version \"apps/v1\""
+        "no matches for kind \"StatefulSet\" in version \"apps/v1\""
+    );
+    // A group kind under the wrong version is unknown too.
+    let v = parse_documents("apiVersion: v1\nkind: Deployment\n", "t").unwrap();
+    assert_eq!(
+        decode(v[0].clone()).unwrap_err().message,
+        "no matches for kind \"Deployment\" in version \"v1\""
     );
 }
 
@@ -384,4 +390,34 @@ fn immutable_config_maps() {
     let e = validate_update(&old, &new).unwrap_err();
     assert_eq!(e.causes[0].field, "data");
     validate_update(&old, &old).unwrap();
+}
+
+#[test]
+fn cluster_fixture_decodes_defaults_and_validates() {
+    let objs = objects(&fixture("cluster.yaml"));
+    let kinds: Vec<Resource> = objs.iter().map(Object::resource).collect();
+    assert_eq!(
+        kinds,
+        [Resource::Deployments, Resource::Services, Resource::Jobs]
+    );
+    let now = Timestamp::from_second(1_700_000_000).unwrap();
+    for mut o in objs {
+        on_create(&mut o, Some("default"), now);
+        validate(&o).unwrap_or_else(|e| panic!("{}: {e}", o.name()));
+        // Valid as an update of itself: nothing immutable changed.
+        validate_update(&o, &o).unwrap();
+        let v = o.to_value();
+        assert_eq!(v["apiVersion"], o.resource().api_version());
+    }
+}
+
+#[test]
+fn cluster_kind_errors_name_their_fields() {
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: default\n\
+                  spec:\n  selector:\n    matchLabels: {app: a}\n  template:\n    metadata:\n      \
+                  labels: {app: b}\n    spec:\n      containers: [{name: c, image: i}]\n";
+    assert_fields(deploy, &["spec.template.metadata.labels"]);
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: default\n\
+               spec:\n  type: ClusterIP\n  ports: [{port: 80, nodePort: 30000}]\n";
+    assert_fields(svc, &["spec.ports[0].nodePort"]);
 }

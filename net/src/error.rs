@@ -97,6 +97,29 @@ pub enum NetError {
         subnet: ipnet::Ipv4Net,
         reason: &'static str,
     },
+    /// A node route's gateway is not on a directly connected subnet (needs
+    /// an overlay such as VXLAN, not implemented yet).
+    #[error(
+        "route to {cidr}: gateway {via} is not on a directly connected subnet{}; an overlay (vxlan) is not supported yet",
+        dev.as_ref().map(|d| format!(" of {d}")).unwrap_or_default()
+    )]
+    GatewayNotDirect {
+        cidr: ipnet::Ipv4Net,
+        via: Ipv4Addr,
+        dev: Option<String>,
+    },
+    /// A wanted route collides with one herd does not own.
+    #[error("route to {cidr}: {reason}")]
+    RouteConflict {
+        cidr: ipnet::Ipv4Net,
+        reason: String,
+    },
+    /// A Service spec is invalid; nothing was sent to the kernel.
+    #[error("service {service}: {reason}")]
+    InvalidService { service: String, reason: String },
+    /// `nft` printed something we could not understand.
+    #[error("nft {op}: unexpected output: {reason}")]
+    NftOutput { op: &'static str, reason: String },
 }
 
 impl NetError {

@@ -23,6 +23,8 @@ pub mod ipam;
 mod links;
 pub mod netns;
 pub mod pod;
+pub mod routes;
+pub mod service;
 
 use std::path::Path;
 
@@ -31,6 +33,8 @@ pub use error::NetError;
 pub use ipam::{Allocation, Ipam};
 pub use netns::{NetNs, NetlinkConn, connect_in, handle_in};
 pub use pod::{PodAttach, PodNetwork, attach, check, detach, host_veth_name, pod_mac, quiesce};
+pub use routes::{HERD_ROUTE_PROTOCOL, NodeRoute, RouteOwner, RouteSyncReport, sync_node_routes};
+pub use service::{Protocol, ProxyConfig, ServicePort, ServiceProxy, ServiceSpec};
 
 /// The failpoint environment variable (see crate docs).
 pub const FAILPOINT_ENV: &str = "HERD_NET_FAILPOINT";

@@ -1,4 +1,22 @@
 //! herd-proto: `.proto` files and generated gRPC code for node-to-node RPC.
 //!
-//! Not built yet: this crate exists so the workspace has its fixed shape
-//! (see the architecture document); the cluster issue fills it.
+//! The `.proto` sources live in `proto/herd/v1/`; `build.rs` compiles them
+//! with protox (no `protoc` needed) and tonic-prost-build. Generated code is
+//! the only place in the workspace where lints are relaxed.
+
+/// Package `herd.v1`: the `Join` and `Peer` services and their messages.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_debug_implementations,
+    missing_docs
+)]
+pub mod v1 {
+    tonic::include_proto!("herd.v1");
+}
+
+/// Largest message either side sends or accepts (snapshot chunks, joins).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

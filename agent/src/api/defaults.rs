@@ -20,6 +20,12 @@ use k8s_openapi::jiff::Timestamp;
 use super::manifest::Object;
 use super::quantity;
 
+mod network;
+mod workloads;
+
+pub use network::{DEFAULT_AFFINITY_TIMEOUT, service_ip_families};
+pub use workloads::{JOB_CONTROLLER_UID, JOB_NAME};
+
 /// `defaultMode` of configMap/secret/projected/downwardAPI volumes (0644).
 pub const DEFAULT_MODE: i32 = 0o644;
 
@@ -36,8 +42,29 @@ pub fn apply_defaults(obj: &mut Object) {
                 s.type_ = Some("Opaque".to_string());
             }
         }
-        Object::ConfigMap(_) | Object::Namespace(_) => {}
+        Object::Deployment(d) => workloads::deployment(d),
+        Object::ReplicaSet(r) => workloads::replica_set(r),
+        Object::DaemonSet(d) => workloads::daemon_set(d),
+        Object::Job(j) => workloads::job(j),
+        Object::Service(s) => network::service(s),
+        Object::Endpoints(e) => network::endpoints(e),
+        Object::EndpointSlice(e) => network::endpoint_slice(e),
+        Object::ConfigMap(_)
+        | Object::Namespace(_)
+        | Object::Node(_)
+        | Object::ServiceAccount(_)
+        | Object::Lease(_) => {}
     }
+}
+
+/// Kinds whose `metadata.generation` the API server maintains (1 on
+/// create, +1 on every spec change).
+pub fn has_generation(resource: super::Resource) -> bool {
+    use super::Resource as R;
+    matches!(
+        resource,
+        R::Pods | R::Deployments | R::ReplicaSets | R::DaemonSets | R::Jobs
+    )
 }
 
 /// The system fields of a new object, then [`apply_defaults`].
@@ -47,7 +74,7 @@ pub fn apply_defaults(obj: &mut Object) {
 /// one. A name is generated from `generateName` when `name` is empty.
 pub fn on_create(obj: &mut Object, namespace: Option<&str>, now: Timestamp) {
     let namespaced = obj.resource().namespaced();
-    let is_pod = matches!(obj, Object::Pod(_));
+    let generation = has_generation(obj.resource());
     let meta = obj.meta_mut();
     meta.namespace = if namespaced {
         Some(
@@ -69,7 +96,7 @@ pub fn on_create(obj: &mut Object, namespace: Option<&str>, now: Timestamp) {
     meta.deletion_timestamp = None;
     meta.deletion_grace_period_seconds = None;
     meta.resource_version = None;
-    meta.generation = if is_pod { Some(1) } else { None };
+    meta.generation = if generation { Some(1) } else { None };
     apply_defaults(obj);
     match obj {
         Object::Pod(pod) => {
@@ -86,7 +113,9 @@ pub fn on_create(obj: &mut Object, namespace: Option<&str>, now: Timestamp) {
                 ..Default::default()
             });
         }
-        Object::ConfigMap(_) | Object::Secret(_) => {}
+        Object::Job(j) => workloads::job_selector(j),
+        Object::Service(s) => service_ip_families(s),
+        _ => {}
     }
 }
 

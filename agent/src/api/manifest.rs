@@ -15,93 +15,21 @@
 //!
 //! Nothing here panics on any input.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{ApiError, Resource};
 
+mod object;
 mod yaml;
+
+pub use object::Object;
+use object::decode_as;
 
 /// The largest manifest accepted (bytes), as one file or request body.
 pub const MAX_MANIFEST_BYTES: usize = 8 << 20;
 
 /// The most objects one manifest may hold after `List` expansion.
 pub const MAX_OBJECTS: usize = 10_000;
-
-/// One decoded object.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Object {
-    Pod(Box<Pod>),
-    ConfigMap(ConfigMap),
-    Secret(Secret),
-    Namespace(Namespace),
-}
-
-impl Object {
-    pub fn resource(&self) -> Resource {
-        match self {
-            Object::Pod(_) => Resource::Pods,
-            Object::ConfigMap(_) => Resource::ConfigMaps,
-            Object::Secret(_) => Resource::Secrets,
-            Object::Namespace(_) => Resource::Namespaces,
-        }
-    }
-
-    pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::Pod(p) => &p.metadata,
-            Object::ConfigMap(c) => &c.metadata,
-            Object::Secret(s) => &s.metadata,
-            Object::Namespace(n) => &n.metadata,
-        }
-    }
-
-    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Object::Pod(p) => &mut p.metadata,
-            Object::ConfigMap(c) => &mut c.metadata,
-            Object::Secret(s) => &mut s.metadata,
-            Object::Namespace(n) => &mut n.metadata,
-        }
-    }
-
-    /// `metadata.name`, empty when unset.
-    pub fn name(&self) -> &str {
-        self.meta().name.as_deref().unwrap_or("")
-    }
-
-    /// `metadata.namespace`, if set.
-    pub fn namespace(&self) -> Option<&str> {
-        self.meta().namespace.as_deref()
-    }
-
-    /// The object as JSON, with `apiVersion` and `kind` set.
-    pub fn to_value(&self) -> Value {
-        // Serializing k8s-openapi types into a `Value` cannot fail: every map
-        // has string keys and no type has a failing `Serialize`.
-        let v = match self {
-            Object::Pod(p) => serde_json::to_value(p),
-            Object::ConfigMap(c) => serde_json::to_value(c),
-            Object::Secret(s) => serde_json::to_value(s),
-            Object::Namespace(n) => serde_json::to_value(n),
-        };
-        let mut v = v.unwrap_or(Value::Null);
-        if let Some(m) = v.as_object_mut() {
-            let r = self.resource();
-            m.insert("apiVersion".into(), r.api_version().into());
-            m.insert("kind".into(), r.kind().into());
-        }
-        v
-    }
-
-    /// Decodes a value already known to be good (read back from the store):
-    /// no strict field check, type errors still reported.
-    pub fn from_value_unchecked(resource: Resource, value: Value) -> Result<Object, ApiError> {
-        decode_as(resource, value, false)
-    }
-}
 
 /// A manifest that cannot be read: which document, where, why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,86 +228,6 @@ pub fn decode(value: Value) -> Result<Object, ApiError> {
     decode_as(resource, value, true)
 }
 
-fn decode_as(resource: Resource, value: Value, strict: bool) -> Result<Object, ApiError> {
-    let obj = match resource {
-        Resource::Pods => Object::Pod(Box::new(typed::<Pod>(resource, &value)?)),
-        Resource::ConfigMaps => Object::ConfigMap(typed(resource, &value)?),
-        Resource::Secrets => Object::Secret(typed(resource, &value)?),
-        Resource::Namespaces => Object::Namespace(typed(resource, &value)?),
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "no matches for kind \"{}\" in version \"{}\"",
-                other.kind(),
-                other.api_version()
-            )));
-        }
-    };
-    if strict {
-        let back = obj.to_value();
-        let mut unknown = Vec::new();
-        unknown_fields(&value, &back, &mut String::new(), &mut unknown);
-        if !unknown.is_empty() {
-            let list: Vec<String> = unknown
-                .iter()
-                .take(20)
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect();
-            return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                list.join(", ")
-            )));
-        }
-    }
-    Ok(obj)
-}
-
-fn typed<T: DeserializeOwned>(resource: Resource, value: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let kind = resource.kind();
-        let at = if path == "." || path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        ApiError::bad_request(format!(
-            "{kind} in version \"v1\" cannot be handled as a {kind}: {at}{inner}"
-        ))
-    })
-}
-
-/// Fields of `input` that the typed object dropped, as JSON paths.
-/// Null values are ignored (they decode to "unset").
-fn unknown_fields(input: &Value, back: &Value, path: &mut String, out: &mut Vec<String>) {
-    match (input, back) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(k);
-                match b.get(k) {
-                    Some(bv) => unknown_fields(v, bv, path, out),
-                    None if v.is_null() => {}
-                    None => out.push(path.clone()),
-                }
-                path.truncate(len);
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (v, bv)) in a.iter().zip(b).enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                unknown_fields(v, bv, path, out);
-                path.truncate(len);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,10 +301,36 @@ mod tests {
         assert_eq!(o.namespace(), Some("n"));
         assert_eq!(o.to_value()["kind"], "ConfigMap");
 
-        let e = decode(json!({"apiVersion": "apps/v1", "kind": "Deployment"})).unwrap_err();
+        let e = decode(json!({"apiVersion": "apps/v1", "kind": "StatefulSet"})).unwrap_err();
         assert_eq!(
             e.message,
-            "no matches for kind \"Deployment\" in version \"apps/v1\""
+            "no matches for kind \"StatefulSet\" in version \"apps/v1\""
+        );
+        let e = decode(json!({"apiVersion": "v1", "kind": "Deployment"})).unwrap_err();
+        assert_eq!(e.code(), 400);
+        for (api_version, kind) in [
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "ReplicaSet"),
+            ("apps/v1", "DaemonSet"),
+            ("batch/v1", "Job"),
+            ("v1", "Service"),
+            ("v1", "Endpoints"),
+            ("v1", "Node"),
+            ("v1", "ServiceAccount"),
+            ("coordination.k8s.io/v1", "Lease"),
+        ] {
+            let o =
+                decode(json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}}))
+                    .unwrap();
+            assert_eq!(o.resource().kind(), kind);
+            assert_eq!(o.to_value()["apiVersion"], api_version);
+        }
+        let e = decode(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"replicas": "x"}}))
+        .unwrap_err();
+        assert!(
+            e.message.starts_with("Deployment in version \"apps/v1\""),
+            "{e}"
         );
         let e = decode(json!({"apiVersion": "v1"})).unwrap_err();
         assert!(

@@ -7,10 +7,12 @@
 
 pub mod defaults;
 pub mod error;
+pub mod label_selector;
 pub mod manifest;
 pub mod quantity;
 pub mod resource;
 pub mod server;
+pub mod services;
 pub mod validation;
 
 pub use error::{ApiError, FieldError, FieldErrorKind};

@@ -86,9 +86,7 @@ impl Resource {
     /// API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Resource::Deployments
-            | Resource::ReplicaSets
-            | Resource::DaemonSets => "apps",
+            Resource::Deployments | Resource::ReplicaSets | Resource::DaemonSets => "apps",
             Resource::Jobs => "batch",
             Resource::Leases => "coordination.k8s.io",
             Resource::EndpointSlices => "discovery.k8s.io",

@@ -359,7 +359,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
             match apply_one(ctx, &t).await {
                 Ok(o) => println!(
                     "{}/{} {}",
-                    t.resource.kind().to_ascii_lowercase(),
+                    super::printers::kind_name(t.resource),
                     t.name,
                     o.as_str()
                 ),

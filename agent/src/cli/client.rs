@@ -329,6 +329,9 @@ impl ApiClient {
         if let Some(g) = params.grace_period_seconds {
             q.push(("gracePeriodSeconds", g.to_string()));
         }
+        if let Some(p) = params.propagation_policy.as_ref() {
+            q.push(("propagationPolicy", p.clone()));
+        }
         let path = with_query(self.path_of(resource, namespace, name), &q);
         self.request(Method::DELETE, &path, None).await
     }

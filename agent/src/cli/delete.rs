@@ -58,6 +58,20 @@ pub struct DeleteArgs {
     /// How long to wait (e.g. 60s); 0 waits as long as it takes.
     #[arg(long, default_value = "0s")]
     pub timeout: String,
+    /// Dependents: background (deleted after the owner), foreground
+    /// (before it) or orphan (kept), as kubectl's --cascade.
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan"])]
+    pub cascade: String,
+}
+
+/// The `propagationPolicy` for `--cascade`.
+pub fn propagation_policy(cascade: &str) -> String {
+    match cascade {
+        "foreground" => "Foreground",
+        "orphan" => "Orphan",
+        _ => "Background",
+    }
+    .to_string()
 }
 
 /// The grace period kubectl sends for these flags (`None`: the server's).
@@ -195,6 +209,7 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<()> {
     }
     let params = DeleteParams {
         grace_period_seconds: grace,
+        propagation_policy: Some(propagation_policy(&args.cascade)),
     };
     let mut deleted = Vec::new();
     for v in targets {
@@ -204,7 +219,7 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<()> {
             .await
         {
             Ok(answer) => {
-                let kind = v.resource.kind().to_ascii_lowercase();
+                let kind = super::printers::kind_name(v.resource);
                 let how = if grace == Some(0) {
                     "force deleted"
                 } else {

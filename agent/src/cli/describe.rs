@@ -1,4 +1,5 @@
-//! `herd describe pod|configmap|secret|namespace NAME…`: kubectl's
+//! `herd describe pod|configmap|secret|namespace|deployment|replicaset|service|node NAME…`
+//! (other kinds print as YAML): kubectl's
 //! `describe` layout (tab-aligned sections, container states, probes as
 //! `http-get http://:8080/ delay=0s timeout=1s period=10s #success=1
 //! #failure=3`, conditions, volumes, QoS class, events).
@@ -26,7 +27,7 @@ use super::{Ctx, Exit, client_error_message};
 /// `herd describe` flags.
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// The type (pod, configmap, secret, namespace) or TYPE/NAME.
+    /// The type (pod, deployment, service, node, …) or TYPE/NAME.
     pub resource: String,
     /// Object names.
     pub names: Vec<String>,
@@ -241,6 +242,24 @@ async fn events_for(ctx: &Ctx, namespace: &str, name: &str) -> Option<Vec<Event>
     Some(events)
 }
 
+/// `ip:port` of a Service's Endpoints (`None`: none could be read).
+async fn service_endpoints(ctx: &Ctx, name: &str) -> Option<Vec<String>> {
+    let ep: k8s_openapi::api::core::v1::Endpoints = ctx
+        .client
+        .get(Resource::Endpoints, &ctx.namespace, name)
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    for s in ep.subsets.iter().flatten() {
+        for p in s.ports.iter().flatten() {
+            for a in s.addresses.iter().flatten() {
+                out.push(format!("{}:{}", a.ip, p.port));
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Runs `herd describe`.
 pub async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<()> {
     let (resource, first) = parse_type(&args.resource)?;
@@ -268,12 +287,25 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<()> {
             Resource::ConfigMaps => describe_configmap(&serde_json::from_value(obj)?),
             Resource::Secrets => describe_secret(&serde_json::from_value(obj)?),
             Resource::Namespaces => describe_namespace(&serde_json::from_value(obj)?),
+            Resource::Deployments => {
+                super::describe_kinds::describe_deployment(&serde_json::from_value(obj)?)
+            }
+            Resource::ReplicaSets => {
+                super::describe_kinds::describe_replica_set(&serde_json::from_value(obj)?)
+            }
+            Resource::Services => {
+                let eps = service_endpoints(ctx, name).await;
+                super::describe_kinds::describe_service(
+                    &serde_json::from_value(obj)?,
+                    eps.as_deref(),
+                )
+            }
+            Resource::Nodes => {
+                super::describe_kinds::describe_node(&serde_json::from_value(obj)?, now)
+            }
             _ => super::printers::to_yaml(&obj),
         };
-        let events = if matches!(
-            resource,
-            Resource::Pods | Resource::ConfigMaps | Resource::Secrets
-        ) {
+        let events = if resource.namespaced() && resource != Resource::Events {
             describe_events(events_for(ctx, &ctx.namespace, name).await.as_deref(), now)
         } else {
             String::new()

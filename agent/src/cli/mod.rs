@@ -16,6 +16,7 @@ mod client_tests;
 mod conn;
 pub mod delete;
 pub mod describe;
+pub mod describe_kinds;
 pub mod describe_pod;
 pub mod duration;
 pub mod exec;
@@ -24,8 +25,10 @@ mod image;
 pub mod logs;
 pub mod params;
 pub mod printers;
+pub mod printers_kinds;
 #[cfg(test)]
 mod printers_tests;
+pub mod scale;
 mod streams;
 pub mod tabwriter;
 mod terminal;
@@ -84,6 +87,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Delete objects by name, by manifest or all of a kind.
     Delete(delete::DeleteArgs),
+    /// Set the replicas of a Deployment or ReplicaSet.
+    Scale(scale::ScaleArgs),
 }
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the level.
@@ -175,6 +180,7 @@ pub fn run_api_command(
             Command::Logs(a) => logs::run(&ctx, a).await,
             Command::Exec(a) => exec::run(&ctx, a).await,
             Command::Delete(a) => delete::run(&ctx, a).await,
+            Command::Scale(a) => scale::run(&ctx, a).await,
             Command::Image(_) | Command::Agent(_) => Ok(()),
         }
     });

@@ -16,6 +16,9 @@ pub struct ListParams {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteParams {
     pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy` (`Background`, `Foreground`, `Orphan`); kubectl
+    /// sends `Background` unless told otherwise (`--cascade`).
+    pub propagation_policy: Option<String>,
 }
 
 /// `…/log` options, as the API server names them.
@@ -65,12 +68,24 @@ pub fn with_query(path: String, query: &[(&str, String)]) -> String {
     format!("{path}?{}", q.join("&"))
 }
 
+/// Where a resource's group version is served: `/api/v1` for the core
+/// group, `/apis/{group}/{version}` for the others.
+pub fn group_prefix(resource: Resource) -> String {
+    if resource.group().is_empty() {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{}", resource.api_version())
+    }
+}
+
 /// The collection path of a resource: `/api/v1/namespaces/NS/pods`,
-/// `/api/v1/pods` (all namespaces), `/api/v1/namespaces`.
+/// `/api/v1/pods` (all namespaces), `/api/v1/namespaces`,
+/// `/apis/apps/v1/namespaces/NS/deployments`.
 pub fn collection_path(resource: Resource, namespace: Option<&str>) -> String {
+    let prefix = group_prefix(resource);
     match (resource.namespaced(), namespace) {
-        (true, Some(ns)) => format!("/api/v1/namespaces/{ns}/{}", resource.plural()),
-        _ => format!("/api/v1/{}", resource.plural()),
+        (true, Some(ns)) => format!("{prefix}/namespaces/{ns}/{}", resource.plural()),
+        _ => format!("{prefix}/{}", resource.plural()),
     }
 }
 

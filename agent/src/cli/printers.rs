@@ -55,7 +55,7 @@ pub struct PrintError {
     pub source: serde_json::Error,
 }
 
-fn typed<T: DeserializeOwned>(resource: Resource, v: &Value) -> Result<T, PrintError> {
+pub(super) fn typed<T: DeserializeOwned>(resource: Resource, v: &Value) -> Result<T, PrintError> {
     serde_json::from_value(v.clone()).map_err(|source| PrintError {
         resource,
         name: v["metadata"]["name"]
@@ -83,7 +83,10 @@ pub fn header(resource: Resource, wide: bool, with_namespace: bool) -> Vec<&'sta
         Resource::Secrets => h.extend(["NAME", "TYPE", "DATA", "AGE"]),
         Resource::Namespaces => h.extend(["NAME", "STATUS", "AGE"]),
         Resource::Events => h.extend(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]),
-        _ => h.extend(["NAME", "AGE"]),
+        other => match super::printers_kinds::header(other, wide) {
+            Some(cols) => h.extend(cols),
+            None => h.extend(["NAME", "AGE"]),
+        },
     }
     h
 }
@@ -104,6 +107,10 @@ pub fn row(
                 .unwrap_or_default()
                 .to_string(),
         );
+    }
+    if let Some(cols) = super::printers_kinds::row(resource, obj, now, wide)? {
+        r.extend(cols);
+        return Ok(r);
     }
     match resource {
         Resource::Pods => r.extend(pod_row(&typed(resource, obj)?, now, wide)),
@@ -453,11 +460,21 @@ pub fn to_json(v: &Value) -> String {
     s
 }
 
-/// `-o name`: `pod/web`.
+/// `-o name`: `pod/web`, `deployment.apps/web`.
 pub fn name_of(resource: Resource, obj: &Value) -> String {
     format!(
         "{}/{}",
-        resource.kind().to_ascii_lowercase(),
+        kind_name(resource),
         obj["metadata"]["name"].as_str().unwrap_or_default()
     )
+}
+
+/// How kubectl names a kind in messages: `pod`, `deployment.apps`.
+pub fn kind_name(resource: Resource) -> String {
+    let kind = resource.kind().to_ascii_lowercase();
+    if resource.group().is_empty() {
+        kind
+    } else {
+        format!("{kind}.{}", resource.group())
+    }
 }

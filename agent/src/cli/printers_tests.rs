@@ -289,3 +289,86 @@ fn flags_parse_like_kubectl() {
     assert!(Cli::try_parse_from(["herd", "get", "pods", "-o"]).is_err());
     assert!(Cli::try_parse_from(["herd", "exec", "web"]).is_err());
 }
+
+fn cluster_row(resource: Resource, v: Value, wide: bool) -> Vec<String> {
+    let mut base = json!({"metadata": {"name": "x", "namespace": "default",
+        "creationTimestamp": "2026-01-01T11:00:00Z"}});
+    merge(&mut base, v);
+    printers::row(resource, &base, now(), wide, false).unwrap()
+}
+
+#[test]
+fn cluster_kind_columns() {
+    assert_eq!(
+        printers::header(Resource::Jobs, false, false),
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    );
+    let job = cluster_row(
+        Resource::Jobs,
+        json!({"spec": {"parallelism": 3, "template": {"spec": {"containers": []}}},
+            "status": {"succeeded": 1, "startTime": "2026-01-01T11:58:00Z",
+                "completionTime": "2026-01-01T11:58:30Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}}),
+        false,
+    );
+    assert_eq!(job, ["x", "Complete", "1/1 of 3", "30s", "60m"]);
+    let node = cluster_row(
+        Resource::Nodes,
+        json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": "",
+                "kubernetes.io/role": "worker"}},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0-herd", "osImage": "Debian",
+                    "architecture": "", "bootID": "", "containerRuntimeVersion": "",
+                    "kernelVersion": "6.1", "kubeProxyVersion": "", "machineID": "",
+                    "operatingSystem": "linux", "systemUUID": ""}}}),
+        true,
+    );
+    assert_eq!(
+        node,
+        [
+            "x",
+            "NotReady,SchedulingDisabled",
+            "control-plane,worker",
+            "60m",
+            "v1.33.0-herd",
+            "10.0.0.2",
+            "<none>",
+            "Debian",
+            "6.1",
+            "<unknown>"
+        ]
+    );
+    let ep = cluster_row(
+        Resource::Endpoints,
+        json!({"subsets": [{"addresses": [{"ip": "10.1.0.1"}, {"ip": "10.1.0.2"}],
+            "ports": [{"port": 80}, {"port": 443}]}]}),
+        false,
+    );
+    assert_eq!(ep[1], "10.1.0.1:80,10.1.0.2:80,10.1.0.1:443 + 1 more...");
+    let lb = cluster_row(
+        Resource::Services,
+        json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9",
+            "ports": [{"port": 443, "nodePort": 31000, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}}),
+        false,
+    );
+    assert_eq!(
+        lb,
+        [
+            "x",
+            "LoadBalancer",
+            "10.96.0.9",
+            "<pending>",
+            "443:31000/TCP,53/UDP",
+            "60m"
+        ]
+    );
+    let rs = cluster_row(
+        Resource::ReplicaSets,
+        json!({"spec": {"replicas": 3, "selector": {"matchLabels": {"a": "b"}}},
+            "status": {"replicas": 2, "readyReplicas": 1}}),
+        false,
+    );
+    assert_eq!(rs, ["x", "3", "2", "1", "60m"]);
+}

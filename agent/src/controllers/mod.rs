@@ -60,3 +60,31 @@ pub trait Controller: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Option<Duration>, ControllerError>;
 }
+
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslices;
+pub mod gc;
+pub mod job;
+pub mod namespace;
+pub mod nodelifecycle;
+pub mod pods;
+pub mod replicaset;
+pub mod runner;
+pub mod selectors;
+
+/// Every controller the leader runs, with their default settings.
+pub fn all() -> Vec<std::sync::Arc<dyn Controller>> {
+    vec![
+        std::sync::Arc::new(replicaset::ReplicaSetController),
+        std::sync::Arc::new(deployment::DeploymentController),
+        std::sync::Arc::new(daemonset::DaemonSetController),
+        std::sync::Arc::new(job::JobController::default()),
+        std::sync::Arc::new(endpoints::EndpointsController::new()),
+        std::sync::Arc::new(endpointslices::EndpointSliceController::default()),
+        std::sync::Arc::new(gc::GarbageCollector::new()),
+        std::sync::Arc::new(namespace::NamespaceController::new()),
+        std::sync::Arc::new(nodelifecycle::NodeLifecycleController::default()),
+    ]
+}

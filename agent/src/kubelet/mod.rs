@@ -17,6 +17,7 @@ pub mod events;
 pub mod eviction;
 pub mod lifecycle;
 pub mod network;
+pub mod node;
 pub mod probes;
 pub mod static_pods;
 pub mod status;

@@ -1,9 +1,15 @@
 //! The node's local store: redb files, one table per resource.
 //!
 //! Guarantees:
-//! - Every write (create/update/delete) is one redb transaction with
-//!   `Durability::Immediate`: when the call returns `Ok`, the change is on
-//!   disk and survives a crash (SIGKILL, power loss as far as fsync goes).
+//! - Every write (create/update/delete) is one redb transaction, and the
+//!   call returns `Ok` only once the change is on disk and survives a crash
+//!   (SIGKILL, power loss as far as fsync goes). Writes are group-committed:
+//!   each transaction commits without fsync (`Durability::None`), then the
+//!   writer waits for one `Durability::Immediate` commit made after it;
+//!   concurrent writers share that commit (one fsync for many writes, the
+//!   way databases batch their log flushes). A reader on this node may see
+//!   a change up to one fsync before it is durable; the writer's answer
+//!   and the watch event for it wait for durability.
 //! - One revision counter over all resources, stored in a `meta` table in
 //!   the same transaction as the write; the new value is written into the
 //!   object's `metadata.resourceVersion`.
@@ -11,8 +17,8 @@
 //!   (`<run_dir>/secrets.redb`): their data never reaches the disk, and a
 //!   reboot loses them (as tmpfs does). The revision at open is the highest
 //!   of both files' counters, so it never goes backwards.
-//! - Watch events are broadcast in revision order (sent while the write lock
-//!   is held) and kept in an in-memory ring of the last [`RING`] events; a
+//! - Watch events are broadcast in revision order once durable (sent while
+//!   the state lock is held) and kept in an in-memory ring of the last [`RING`] events; a
 //!   watch from an older revision (or from before this process opened the
 //!   store) fails with [`StoreError::Expired`], the client re-lists.
 //! - Garbage in a table (not JSON) is an [`StoreError::Encoding`], never a
@@ -22,7 +28,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -47,6 +53,8 @@ pub struct LocalStore {
     main: Db,
     secrets: Db,
     state: Mutex<State>,
+    /// Held by the one writer making everything so far durable.
+    sync: Mutex<()>,
     tx: broadcast::Sender<WatchEvent>,
 }
 
@@ -58,7 +66,15 @@ struct Db {
 
 #[derive(Debug)]
 struct State {
+    /// The last committed revision (durable or not).
     revision: u64,
+    /// Every revision up to this one is durable and its event published.
+    published: u64,
+    /// Committed, not yet durable: published after the next fsync.
+    pending: VecDeque<WatchEvent>,
+    /// Which files have commits that are not durable yet.
+    dirty_main: bool,
+    dirty_secrets: bool,
     ring: VecDeque<WatchEvent>,
     /// Every event after this revision is in the ring.
     ring_start: u64,
@@ -167,9 +183,14 @@ impl LocalStore {
             secrets,
             state: Mutex::new(State {
                 revision,
+                published: revision,
+                pending: VecDeque::new(),
+                dirty_main: false,
+                dirty_secrets: false,
                 ring: VecDeque::new(),
                 ring_start: revision,
             }),
+            sync: Mutex::new(()),
             tx,
         })
     }
@@ -193,7 +214,9 @@ impl LocalStore {
         let k = key_string(key);
         let mut state = self.lock();
         let rv = state.revision + 1;
-        let txn = db.db.begin_write().map_err(|e| db.err(e))?;
+        let mut txn = db.db.begin_write().map_err(|e| db.err(e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| db.err(e))?;
         let (kind, object) = {
             let mut t = txn.open_table(table(key.resource)).map_err(|e| db.err(e))?;
             let current = match t.get(k.as_str()).map_err(|e| db.err(e))? {
@@ -253,21 +276,85 @@ impl LocalStore {
         };
         txn.commit().map_err(|e| db.err(e))?;
         state.revision = rv;
-        let ev = WatchEvent {
+        if key.resource == Resource::Secrets {
+            state.dirty_secrets = true;
+        } else {
+            state.dirty_main = true;
+        }
+        state.pending.push_back(WatchEvent {
             kind,
             key: key.clone(),
             object: object.clone(),
             resource_version: rv,
-        };
-        if state.ring.len() >= RING
-            && let Some(old) = state.ring.pop_front()
-        {
-            state.ring_start = old.resource_version;
-        }
-        state.ring.push_back(ev.clone());
-        // No receivers is fine.
-        let _ = self.tx.send(ev);
+        });
+        drop(state);
+        self.make_durable(rv)?;
         Ok(object)
+    }
+
+    /// Returns once revision `rv` is durable: either another writer's
+    /// fsync covered it, or this one makes everything committed so far
+    /// durable (one `Immediate` commit per dirty file) and publishes the
+    /// events.
+    fn make_durable(&self, rv: u64) -> Result<(), StoreError> {
+        let _sync = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let (target, main, secrets) = {
+            let mut state = self.lock();
+            if state.published >= rv {
+                return Ok(());
+            }
+            let flags = (state.revision, state.dirty_main, state.dirty_secrets);
+            state.dirty_main = false;
+            state.dirty_secrets = false;
+            flags
+        };
+        let flush = |db: &Db| -> Result<(), StoreError> {
+            // Rewrites the counter unchanged: a non-empty transaction whose
+            // fsync also persists every `Durability::None` commit before it.
+            let txn = db.db.begin_write().map_err(|e| db.err(e))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| db.err(e))?;
+                let current = meta
+                    .get(REVISION)
+                    .map_err(|e| db.err(e))?
+                    .map_or(0, |v| v.value());
+                meta.insert(REVISION, current).map_err(|e| db.err(e))?;
+            }
+            txn.commit().map_err(|e| db.err(e))
+        };
+        let flushed = (if main { flush(&self.main) } else { Ok(()) }).and_then(|()| {
+            if secrets {
+                flush(&self.secrets)
+            } else {
+                Ok(())
+            }
+        });
+        let mut state = self.lock();
+        if let Err(e) = flushed {
+            // Not durable: a later writer must try again.
+            state.dirty_main |= main;
+            state.dirty_secrets |= secrets;
+            return Err(e);
+        }
+        state.published = state.published.max(target);
+        while state
+            .pending
+            .front()
+            .is_some_and(|e| e.resource_version <= target)
+        {
+            let Some(ev) = state.pending.pop_front() else {
+                break;
+            };
+            if state.ring.len() >= RING
+                && let Some(old) = state.ring.pop_front()
+            {
+                state.ring_start = old.resource_version;
+            }
+            state.ring.push_back(ev.clone());
+            // No receivers is fine.
+            let _ = self.tx.send(ev);
+        }
+        Ok(())
     }
 }
 
@@ -357,7 +444,7 @@ impl Datastore for LocalStore {
             rx,
             resource,
             namespace.map(str::to_string),
-            state.revision.max(since),
+            state.published.max(since),
         ))
     }
 

@@ -10,16 +10,22 @@
 //!   watches deliver changes in resourceVersion order.
 //! - `limit`/`continue` are accepted and ignored: lists are always complete.
 //!
-//! Routes: discovery ([`discovery`]), CRUD/watch ([`routes`], [`watch`]),
-//! pod logs ([`logs`]) and exec over WebSocket ([`exec`]).
+//! Routes: discovery ([`discovery`]), CRUD/watch ([`routes`], [`paths`],
+//! [`writes`], [`delete`], [`scale`], [`watch`]) under `/api/v1` and
+//! `/apis/{group}/v1`, pod logs ([`logs`]) and exec over WebSocket
+//! ([`exec`]).
 
+pub mod delete;
 pub mod discovery;
 pub mod exec;
 pub mod logs;
+pub mod paths;
 pub mod query;
 pub mod routes;
+pub mod scale;
 pub mod selectors;
 pub mod watch;
+pub mod writes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +39,7 @@ use axum::routing::{any, get};
 
 use crate::api::ApiError;
 use crate::api::error::Reason;
+use crate::api::services::ServiceNetwork;
 use crate::store::{Datastore, StoreError};
 
 /// Largest request body accepted (the API server's limit).
@@ -117,9 +124,19 @@ impl IntoResponse for Failure {
 /// Result of a handler.
 pub type ApiResult = Result<Response, Failure>;
 
-/// The API router. Creates the `default` and `kube-system` namespaces if
-/// they are missing (a failure is logged; the first request sees it again).
+/// The API router with the default service network
+/// ([`ServiceNetwork::default`], `10.96.0.0/16`). Creates the `default` and
+/// `kube-system` namespaces if they are missing (a failure is logged; the
+/// first request sees it again).
 pub fn router(state: ApiState) -> Router {
+    router_with(state, ServiceNetwork::default())
+}
+
+/// [`router`] with the service CIDR and nodePort range to allocate from.
+///
+/// The network is passed beside [`ApiState`] (an axum extension) so that
+/// existing `ApiState` literals keep compiling.
+pub fn router_with(state: ApiState, services: ServiceNetwork) -> Router {
     if let Err(e) = routes::ensure_namespaces(state.store.as_ref()) {
         tracing::warn!(error = %e, "creating the default namespaces");
     }
@@ -131,8 +148,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(logs::log))
         .route("/api/v1/{*rest}", any(routes::dispatch))
+        .route("/apis/{*rest}", any(routes::dispatch_group))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(services))
         .with_state(state)
 }
 

@@ -2,8 +2,11 @@
 //!
 //! Labels: `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`
 //! (exists), `!k` (does not exist), comma-separated (AND). Fields:
-//! `metadata.name`, `metadata.namespace` for every resource, plus
-//! `spec.nodeName` and `status.phase` for pods, with `=`, `==`, `!=`.
+//! `metadata.name`, `metadata.namespace` for every resource, plus the
+//! API server's per-kind fields (pods: `spec.nodeName`, `status.phase`,
+//! `status.podIP`, …; nodes: `spec.unschedulable`; services:
+//! `spec.clusterIP`, `spec.type`; secrets: `type`; …) with `=`, `==`,
+//! `!=`. Booleans and counts compare as their text (unset: `false`, `0`).
 
 use serde_json::Value;
 
@@ -120,6 +123,16 @@ fn field_pointer(resource: Resource, field: &str) -> Option<&'static str> {
         "metadata.namespace" => Some("/metadata/namespace"),
         "spec.nodeName" if resource == Resource::Pods => Some("/spec/nodeName"),
         "status.phase" if resource == Resource::Pods => Some("/status/phase"),
+        "status.podIP" if resource == Resource::Pods => Some("/status/podIP"),
+        "spec.restartPolicy" if resource == Resource::Pods => Some("/spec/restartPolicy"),
+        "spec.schedulerName" if resource == Resource::Pods => Some("/spec/schedulerName"),
+        "spec.unschedulable" if resource == Resource::Nodes => Some("/spec/unschedulable"),
+        "spec.clusterIP" if resource == Resource::Services => Some("/spec/clusterIP"),
+        "spec.type" if resource == Resource::Services => Some("/spec/type"),
+        "type" if resource == Resource::Secrets => Some("/type"),
+        "status.phase" if resource == Resource::Namespaces => Some("/status/phase"),
+        "status.replicas" if resource == Resource::ReplicaSets => Some("/status/replicas"),
+        "status.successful" if resource == Resource::Jobs => Some("/status/successful"),
         _ => None,
     }
 }
@@ -180,10 +193,20 @@ impl Selector {
         });
         labels_ok
             && self.fields.iter().all(|f| {
-                let actual = object
-                    .pointer(f.pointer)
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                // Unset bools and counts read as their zero value.
+                let actual = match object.pointer(f.pointer) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Bool(b)) => b.to_string(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ if f.pointer == "/spec/unschedulable" => "false".to_string(),
+                    _ if f.pointer.starts_with("/status/")
+                        && f.pointer != "/status/phase"
+                        && f.pointer != "/status/podIP" =>
+                    {
+                        "0".to_string()
+                    }
+                    _ => String::new(),
+                };
                 (actual == f.value) != f.negate
             })
     }

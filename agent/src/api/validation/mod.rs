@@ -8,8 +8,10 @@
 //! not panic on undefaulted ones. [`validate_update`] adds the update
 //! rules: identity fields and most of a Pod's spec are immutable.
 
+mod cluster;
 mod env;
 pub mod names;
+mod network;
 pub mod objects;
 pub mod pod;
 mod probes;
@@ -17,6 +19,7 @@ mod resources;
 mod security;
 mod update;
 mod volumes;
+pub mod workloads;
 
 pub use update::validate_update;
 
@@ -54,6 +57,43 @@ pub fn collect(obj: &Object) -> Vec<FieldError> {
         }
         Object::Namespace(n) => {
             objects::object_meta(&n.metadata, false, true, &mut errs);
+        }
+        Object::Node(n) => {
+            objects::object_meta(&n.metadata, false, false, &mut errs);
+            cluster::node(n, &mut errs);
+        }
+        Object::Service(s) => {
+            objects::object_meta(&s.metadata, true, true, &mut errs);
+            network::service(s, &mut errs);
+        }
+        Object::Endpoints(e) => {
+            objects::object_meta(&e.metadata, true, false, &mut errs);
+            network::endpoints(e, &mut errs);
+        }
+        Object::EndpointSlice(e) => {
+            objects::object_meta(&e.metadata, true, false, &mut errs);
+            network::endpoint_slice(e, &mut errs);
+        }
+        Object::ServiceAccount(s) => objects::object_meta(&s.metadata, true, false, &mut errs),
+        Object::Lease(l) => {
+            objects::object_meta(&l.metadata, true, false, &mut errs);
+            cluster::lease(l, &mut errs);
+        }
+        Object::Deployment(d) => {
+            objects::object_meta(&d.metadata, true, false, &mut errs);
+            workloads::deployment(d, &mut errs);
+        }
+        Object::ReplicaSet(r) => {
+            objects::object_meta(&r.metadata, true, false, &mut errs);
+            workloads::replica_set(r, &mut errs);
+        }
+        Object::DaemonSet(d) => {
+            objects::object_meta(&d.metadata, true, false, &mut errs);
+            workloads::daemon_set(d, &mut errs);
+        }
+        Object::Job(j) => {
+            objects::object_meta(&j.metadata, true, false, &mut errs);
+            workloads::job(j, &mut errs);
         }
     }
     errs

@@ -98,12 +98,101 @@ pub fn validate_update(old: &Object, new: &Object) -> Result<(), ApiError> {
                 }
             }
         }
+        (Object::Deployment(a), Object::Deployment(b)) => immutable(
+            "spec.selector",
+            a.spec.as_ref().map(|s| &s.selector),
+            b.spec.as_ref().map(|s| &s.selector),
+            &mut errs,
+        ),
+        (Object::ReplicaSet(a), Object::ReplicaSet(b)) => immutable(
+            "spec.selector",
+            a.spec.as_ref().map(|s| &s.selector),
+            b.spec.as_ref().map(|s| &s.selector),
+            &mut errs,
+        ),
+        (Object::DaemonSet(a), Object::DaemonSet(b)) => immutable(
+            "spec.selector",
+            a.spec.as_ref().map(|s| &s.selector),
+            b.spec.as_ref().map(|s| &s.selector),
+            &mut errs,
+        ),
+        (Object::Job(a), Object::Job(b)) => {
+            let (sa, sb) = (a.spec.as_ref(), b.spec.as_ref());
+            immutable(
+                "spec.selector",
+                sa.and_then(|s| s.selector.as_ref()),
+                sb.and_then(|s| s.selector.as_ref()),
+                &mut errs,
+            );
+            immutable(
+                "spec.template",
+                sa.map(|s| &s.template),
+                sb.map(|s| &s.template),
+                &mut errs,
+            );
+            immutable(
+                "spec.completionMode",
+                sa.and_then(|s| s.completion_mode.as_ref()),
+                sb.and_then(|s| s.completion_mode.as_ref()),
+                &mut errs,
+            );
+        }
+        (Object::Service(a), Object::Service(b)) => {
+            let ip = |s: &k8s_openapi::api::core::v1::Service| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.clone())
+                    .filter(|ip| !ip.is_empty())
+            };
+            let type_ = |s: &k8s_openapi::api::core::v1::Service| {
+                s.spec.as_ref().and_then(|s| s.type_.clone())
+            };
+            // Changing to or from ExternalName frees or needs an IP: the
+            // API server allows it; herd keeps the IP fixed for now.
+            if ip(a).is_some() && ip(a) != ip(b) {
+                errs.push(FieldError::invalid(
+                    "spec.clusterIP",
+                    ip(b).unwrap_or_default(),
+                    "field is immutable",
+                ));
+            }
+            if type_(b).as_deref() == Some("ExternalName") && type_(a) != type_(b) {
+                errs.push(FieldError::forbidden(
+                    "spec.type",
+                    "changing a service to ExternalName is not supported",
+                ));
+            }
+        }
+        (Object::Node(a), Object::Node(b)) => {
+            let cidr = |n: &k8s_openapi::api::core::v1::Node| {
+                n.spec.as_ref().and_then(|s| s.pod_cidr.clone())
+            };
+            if cidr(a).is_some() && cidr(a) != cidr(b) {
+                errs.push(FieldError::forbidden(
+                    "spec.podCIDR",
+                    "node updates may not change podCIDR except from \"\" to valid",
+                ));
+            }
+        }
         _ => {}
     }
     if errs.is_empty() {
         Ok(())
     } else {
         Err(ApiError::invalid(new.resource(), new.name(), errs))
+    }
+}
+
+/// `field is immutable` when `a` and `b` differ.
+fn immutable<T: PartialEq + serde::Serialize>(
+    field: &str,
+    a: Option<&T>,
+    b: Option<&T>,
+    errs: &mut Vec<FieldError>,
+) {
+    if a != b {
+        let shown = serde_json::to_string(&b).unwrap_or_default();
+        errs.push(FieldError::invalid(field, shown, "field is immutable"));
     }
 }
 

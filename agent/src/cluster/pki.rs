@@ -1,1 +1,0 @@
-//! Placeholder: filled by the cluster work (issue 6).
