@@ -163,7 +163,7 @@ mod tests {
             Timestamp::now(),
         )
         .unwrap();
-        assert_eq!(n["status"]["capacity"]["memory"], "2Ki");
+        assert_eq!(n["status"]["capacity"]["memory"], "2048Ki");
         assert_eq!(n["status"]["conditions"][0]["status"], "True");
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.5");
         let key = Key::cluster(Resource::Nodes, "n1");
