@@ -17,6 +17,11 @@ use herd_runtime::oci::{RuntimeBinary, RuntimeKind, default_search_path, select_
 use herd_runtime::pod::{PodRuntime, RuntimeConfig};
 
 use crate::api::server::ApiState;
+use crate::api::services::ServiceNetwork;
+use crate::cluster::bootstrap::has_identity;
+use crate::cluster::gossip::{Capacity, Tuning};
+use crate::cluster::manager::ManagerConfig;
+use crate::cluster::node::{ClusterConfig, ClusterNode};
 use crate::kubelet::backoff::BackoffConfig;
 use crate::kubelet::config::KubeletConfig;
 use crate::kubelet::convert::SandboxOptions;
@@ -88,6 +93,73 @@ pub struct AgentArgs {
     /// How often the pod lifecycle is relisted from the runtime.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub relist_interval: std::time::Duration,
+    /// Create a new cluster with this node as its first member (a no-op on
+    /// a node that already belongs to one). The join token is written to
+    /// `<root-dir>/cluster/token`.
+    #[arg(long, conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster through a member's peer address (`ip[:port]`).
+    #[arg(long, value_name = "ADDR", requires = "token")]
+    pub join: Option<String>,
+    /// The join token (`K10<hash>::<secret>`) from the first node's
+    /// `<root-dir>/cluster/token`.
+    #[arg(long, env = "HERD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The address other nodes reach this one at (default: the source
+    /// address of the default route).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// TCP port of the node-to-node gRPC (mutual TLS: join and Raft).
+    #[arg(long, default_value_t = 7443)]
+    pub peer_port: u16,
+    /// UDP port of gossip.
+    #[arg(long, default_value_t = 7946)]
+    pub gossip_port: u16,
+    /// Cluster mode: each node's pod CIDR is a block of this range,
+    /// assigned by the leader (`--pod-cidr` is then ignored).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// Prefix length of each node's block of the cluster CIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// Service ClusterIPs are allocated from this range.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cidr: ipnet::Ipv4Net,
+}
+
+impl AgentArgs {
+    fn bootstrap(&self) -> crate::cluster::bootstrap::Bootstrap {
+        use crate::cluster::bootstrap::Bootstrap;
+        match (&self.join, &self.token) {
+            (Some(addr), Some(token)) => Bootstrap::Join {
+                addr: with_port(addr, self.peer_port),
+                token: token.clone(),
+            },
+            _ if self.init => Bootstrap::Init,
+            _ => Bootstrap::Existing,
+        }
+    }
+}
+
+/// `addr` with `port` appended when it has none.
+fn with_port(addr: &str, port: u16) -> String {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        Ok(ip) => format!("{ip}:{port}"),
+        Err(_) if addr.contains(':') => addr.to_string(),
+        Err(_) => format!("{addr}:{port}"),
+    }
+}
+
+/// The source address of the default route (no packet is sent).
+fn default_route_address() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h` or plain seconds.
@@ -190,6 +262,89 @@ pub fn run(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     rt.block_on(run_async(root_dir, args))
 }
 
+/// The store and, in cluster mode, the cluster node behind it.
+struct Backing {
+    store: Arc<dyn Datastore>,
+    cluster: Option<Arc<ClusterNode>>,
+}
+
+async fn open_backing(
+    root_dir: &Path,
+    args: &AgentArgs,
+    node_name: &str,
+    node_memory: u64,
+) -> anyhow::Result<Backing> {
+    let cluster_dir = root_dir.join("cluster");
+    let cluster_mode = args.init || args.join.is_some() || has_identity(&cluster_dir);
+    if !cluster_mode {
+        let store = LocalStore::open(
+            &root_dir.join("store.redb"),
+            &args.run_dir.join("secrets.redb"),
+        )
+        .context("opening the store")?;
+        return Ok(Backing {
+            store: Arc::new(store),
+            cluster: None,
+        });
+    }
+    let advertise = match args.advertise_address.or_else(default_route_address) {
+        Some(ip) => ip,
+        None => anyhow::bail!(
+            "cannot find this node's address (no default route): pass --advertise-address"
+        ),
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let node = ClusterNode::start(ClusterConfig {
+        dir: cluster_dir,
+        raft_dir: root_dir.join("raft"),
+        node_name: node_name.to_string(),
+        advertise,
+        peer_port: args.peer_port,
+        gossip_port: args.gossip_port,
+        bootstrap: args.bootstrap(),
+        capacity: Capacity {
+            cpu_millis: cpus * 1000,
+            memory_bytes: node_memory,
+            pods: crate::kubelet::node::MAX_PODS,
+        },
+        tuning: Tuning::default(),
+    })
+    .await
+    .context("starting the cluster node")?;
+    let node = Arc::new(node);
+    tracing::info!(node = %node_name, raft_id = node.id, %advertise, "waiting to be a member of the cluster");
+    node.wait_member(Duration::from_secs(120))
+        .await
+        .context("joining the raft group")?;
+    Ok(Backing {
+        store: node.store.clone(),
+        cluster: Some(node),
+    })
+}
+
+/// Waits until the leader has given this node's Node object a pod CIDR.
+async fn wait_pod_cidr(
+    store: &Arc<dyn Datastore>,
+    node_name: &str,
+    timeout: Duration,
+) -> anyhow::Result<ipnet::Ipv4Net> {
+    let key = crate::store::Key::cluster(crate::api::Resource::Nodes, node_name);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(n) = store.get(&key)
+            && let Some(cidr) = n.pointer("/spec/podCIDR").and_then(|v| v.as_str())
+        {
+            return cidr
+                .parse()
+                .with_context(|| format!("node {node_name}: invalid spec.podCIDR {cidr:?}"));
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("node {node_name} got no pod CIDR from the leader within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     let tcp = listen_addr(&args.listen).map_err(anyhow::Error::msg)?;
     let node_name = match &args.node_name {
@@ -221,17 +376,49 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     )
     .context("starting the pod runtime")?;
     let runtime = Arc::new(runtime);
-    let store: Arc<dyn Datastore> = Arc::new(
-        LocalStore::open(
-            &root_dir.join("store.redb"),
-            &args.run_dir.join("secrets.redb"),
-        )
-        .context("opening the store")?,
-    );
+    let Backing { store, cluster } = open_backing(root_dir, &args, &node_name, node_memory).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut background = Vec::new();
+    // Cluster mode: the node registers first (through the leader), the
+    // leader assigns its pod CIDR, then the pod network comes up on it.
+    let pod_cidr = match &cluster {
+        Some(node) => {
+            let mcfg = ManagerConfig {
+                cluster_cidr: args.cluster_cidr,
+                node_prefix: args.node_cidr_mask_size,
+                ..ManagerConfig::default()
+            };
+            background.push(tokio::spawn(crate::cluster::manager::run(
+                node.clone(),
+                mcfg,
+                stop_rx.clone(),
+            )));
+            let (s, n, ip, proc_root) = (
+                store.clone(),
+                node_name.clone(),
+                node.peer_addr.ip(),
+                args.proc_root.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::kubelet::node::register(
+                    &*s,
+                    &n,
+                    Some(ip),
+                    &proc_root,
+                    jiff::Timestamp::now(),
+                )
+            })
+            .await
+            .context("registering this node")?
+            .context("registering this node's Node object")?;
+            wait_pod_cidr(&store, &node_name, Duration::from_secs(60)).await?
+        }
+        None => args.pod_cidr,
+    };
     let network = PodNetworking::new(
         BridgeConfig {
             name: args.bridge.clone(),
-            subnet: args.pod_cidr,
+            subnet: pod_cidr,
             masquerade: args.masquerade,
             ..BridgeConfig::default()
         },
@@ -240,7 +427,10 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     .await
     .context("setting up the pod network")?;
     let network = Arc::new(network);
-    let host_ip = Some(network.gateway());
+    let host_ip = match &cluster {
+        Some(node) => Some(node.peer_addr.ip()),
+        None => Some(network.gateway()),
+    };
     let (dns_ns, dns_search, dns_opts) = if args.dns.is_empty() {
         host_dns()
     } else {
@@ -281,13 +471,27 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
         store: store.clone(),
         runtime: Some(runtime),
         node_name: node_name.clone(),
-        bind_unscheduled: true,
+        // In a cluster the scheduler binds pods.
+        bind_unscheduled: cluster.is_none(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let socket = root_dir.join("agent.sock");
+    let services = ServiceNetwork {
+        cidr: args.service_cidr,
+        ..ServiceNetwork::default()
+    };
+    let mut router = crate::api::server::router_with(state, services);
+    if let Some(node) = &cluster {
+        let node = node.clone();
+        router = router.merge(axum::Router::new().route(
+            "/debug/cluster",
+            axum::routing::get(move || {
+                let node = node.clone();
+                async move { axum::Json(node.status()) }
+            }),
+        ));
+    }
     let server = {
         let mut rx = stop_rx.clone();
-        let router = crate::api::server::router(state);
         tokio::spawn(async move {
             crate::api::server::serve(router, &socket, tcp, async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -301,25 +505,54 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }))
     };
-    // A single node is its own leader: it runs the controllers
-    // (ReplicaSet, Deployment, Job, endpoints, garbage collection, namespace
-    // deletion, ...) on its store. The kubelet binds unscheduled pods to
-    // this node.
-    crate::kubelet::node::register(
-        &*store,
-        &node_name,
-        host_ip,
-        &args.proc_root,
-        jiff::Timestamp::now(),
-    )
-    .context("registering this node's Node object")?;
-    let controllers =
-        crate::controllers::runner::run(store.clone(), crate::controllers::all(), stop_rx.clone());
-    let scheduler = tokio::spawn(crate::scheduler::run::run(
+    background.push(tokio::spawn(crate::proxy::run(
         store.clone(),
-        crate::scheduler::run::RunConfig::default(),
+        herd_net::ProxyConfig::default(),
         stop_rx.clone(),
-    ));
+    )));
+    match &cluster {
+        Some(node) => {
+            background.push(tokio::spawn(crate::cluster::routes::run(
+                store.clone(),
+                node_name.clone(),
+                stop_rx.clone(),
+            )));
+            background.push(tokio::spawn(crate::cluster::leader::run(
+                store.clone(),
+                node.store.leadership(),
+                crate::controllers::all,
+                crate::scheduler::run::RunConfig::default(),
+                stop_rx.clone(),
+            )));
+        }
+        None => {
+            // A single node is its own leader: it registers its Node and
+            // runs the controllers; the API binds unscheduled pods to it.
+            crate::kubelet::node::register(
+                &*store,
+                &node_name,
+                host_ip,
+                &args.proc_root,
+                jiff::Timestamp::now(),
+            )
+            .context("registering this node's Node object")?;
+            background.push(crate::controllers::runner::run(
+                store.clone(),
+                crate::controllers::all(),
+                stop_rx.clone(),
+            ));
+            let sched = crate::scheduler::run::run(
+                store.clone(),
+                crate::scheduler::run::RunConfig::default(),
+                stop_rx.clone(),
+            );
+            background.push(tokio::spawn(async move {
+                if let Err(e) = sched.await {
+                    tracing::warn!("scheduler: {e}");
+                }
+            }));
+        }
+    }
     let mut server = server;
     tracing::info!(node = %node_name, "herd agent running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -342,6 +575,9 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("stopping (pods keep running)");
     let _ = stop_tx.send(true);
     if let Some(e) = failed {
+        if let Some(node) = &cluster {
+            node.shutdown().await;
+        }
         return Err(e);
     }
     // Open watch and log streams would hold a graceful shutdown forever.
@@ -354,14 +590,16 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     if let Ok(Err(e)) = k {
         tracing::warn!("kubelet: {e}");
     }
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), scheduler).await {
-        tracing::warn!("scheduler: {e}");
+    for task in background {
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a background task did not stop within 5 s");
+        }
     }
-    if tokio::time::timeout(Duration::from_secs(5), controllers)
-        .await
-        .is_err()
-    {
-        tracing::warn!("controllers did not stop within 5 s");
+    if let Some(node) = &cluster {
+        node.shutdown().await;
     }
     Ok(())
 }

@@ -18,5 +18,6 @@ pub mod cluster;
 pub mod controllers;
 pub mod daemon;
 pub mod kubelet;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;

@@ -93,9 +93,11 @@ pub enum Command {
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the level.
 pub fn init_logging(verbose: u8) {
+    // openraft logs every election step at info: one level quieter.
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,openraft=error",
+        1 => "info,openraft=warn",
+        2 => "debug,openraft=info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -11,13 +11,15 @@
 //! | `suspicion_multiplier` | 1.5 | suspicion = `probe_period` x mult x max(1, log10 N) |
 //! | `min_suspicion` | 1.5 s | floor of the suspicion timeout |
 //! | `gossip_interval`/`gossip_fanout` | 200 ms / 3 | periodic push of pending updates |
+//! | `down_digest_for` | 10 s | how long a failure verdict is re-sent, one digest per maintenance tick to a random member ([`super::downs`]) |
 //!
 //! A silent member is first probed within about N probe periods in the
 //! worst case (each member cycles through a shuffled list, so with N
 //! members the dead one is probed about once per period on average), found
 //! unresponsive at the end of that period, then declared down when the
 //! suspicion timeout passes, and the verdict spreads epidemically (fan-out
-//! 3 every 200 ms plus piggybacking). With the defaults and 3-5 members
+//! 3 every 200 ms plus piggybacking, then the down digests that reach the
+//! few members the epidemic missed). With the defaults and 3-5 members
 //! that is 2-4 s; [`Tuning::detection_bound`] gives a safe upper bound.
 
 use std::net::SocketAddr;
@@ -51,8 +53,11 @@ pub struct Tuning {
     pub gossip_interval: Duration,
     pub gossip_fanout: usize,
     /// How often to re-announce to seeds while alone, ask for missing
-    /// metadata and scan for suspects.
+    /// metadata, scan for suspects and send a down digest.
     pub maintenance_interval: Duration,
+    /// How long a learned `Down`/`Left` verdict keeps being re-sent in
+    /// down digests (zero: never).
+    pub down_digest_for: Duration,
 }
 
 impl Default for Tuning {
@@ -74,7 +79,15 @@ impl Tuning {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             maintenance_interval: Duration::from_millis(250),
+            down_digest_for: Duration::from_secs(10),
         }
+    }
+
+    /// Maintenance ticks a verdict stays in the down digests.
+    pub fn down_digest_ticks(&self) -> u64 {
+        let tick = self.maintenance_interval.as_nanos().max(1);
+        let ticks = self.down_digest_for.as_nanos().div_ceil(tick);
+        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
     fn log_size(&self) -> f64 {

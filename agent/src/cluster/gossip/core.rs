@@ -8,7 +8,10 @@
 //!
 //! Guarantees: a member is reported `Joined` only once it is alive and its
 //! metadata for its current boot is known; `Down`/`Left`/`Suspect`/`Refuted`
-//! are reported only for members that were `Joined`. A malformed frame or
+//! are reported only for members that were `Joined`. Every verdict this
+//! member learns is re-sent in down digests for a while ([`super::downs`]),
+//! so members the epidemic missed learn it within ticks, not after their
+//! own probe of the dead member. A malformed frame or
 //! foca packet is an error for the caller to count; state stays consistent.
 
 use std::collections::{HashMap, HashSet};
@@ -17,8 +20,10 @@ use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, State, Timer};
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
-use super::config::Tuning;
+use super::config::{FOCA_MAX_PACKET, Tuning};
+use super::downs::{DownNotice, MAX_DOWNS_PER_DIGEST, RecentDowns};
 use super::frame::{Frame, FrameError};
 use super::member::{Member, MemberEvent, MemberState, NodeId};
 use super::meta::{MetaError, MetaHandler, MetaRecord, NodeMeta, SharedBook};
@@ -68,6 +73,7 @@ pub struct GossipCore {
     tracked: HashMap<String, Tracked>,
     leaving: HashSet<(String, u64)>,
     seeds: Vec<SocketAddr>,
+    downs: RecentDowns,
     out: Output,
 }
 
@@ -86,9 +92,13 @@ impl GossipCore {
         id: NodeId,
         meta: NodeMeta,
         tuning: &Tuning,
-        rng: StdRng,
+        mut rng: StdRng,
         seeds: Vec<SocketAddr>,
     ) -> Result<Self, CoreError> {
+        let downs = RecentDowns::new(
+            tuning.down_digest_ticks(),
+            StdRng::seed_from_u64(rng.random()),
+        );
         if meta.name != id.name {
             return Err(CoreError::NameMismatch {
                 node: id.name,
@@ -117,6 +127,7 @@ impl GossipCore {
             tracked: HashMap::new(),
             leaving: HashSet::new(),
             seeds,
+            downs,
             out: Output::default(),
         };
         core.publish_own()?;
@@ -173,6 +184,7 @@ impl GossipCore {
                 Ok(())
             }
             Frame::Leave { name, boot } => self.peer_left(name, boot),
+            Frame::Downs(downs) => self.apply_downs(downs),
         };
         self.drain();
         result
@@ -186,8 +198,9 @@ impl GossipCore {
     }
 
     /// Periodic housekeeping: re-announce while alone, ask members whose
-    /// metadata is missing, report suspicion changes.
+    /// metadata is missing, report suspicion changes, send a down digest.
     pub fn maintain(&mut self) -> Result<(), CoreError> {
+        self.spread_downs()?;
         if self.foca.num_members() == 0 {
             self.join()?;
         }
@@ -227,6 +240,33 @@ impl GossipCore {
             }
         }
         self.drain();
+        Ok(())
+    }
+
+    /// The down-digest part of [`Self::maintain`], one maintenance tick:
+    /// sends the recent verdicts to one random live member, if any.
+    pub fn spread_downs(&mut self) -> Result<(), CoreError> {
+        let Some(mut digest) = self.downs.tick() else {
+            return Ok(());
+        };
+        let live = self.foca.num_members();
+        if live == 0 {
+            return Ok(());
+        }
+        let pick = self.downs.rng.random_range(0..live);
+        let Some(to) = self.foca.iter_members().nth(pick).map(|m| m.id().addr) else {
+            return Ok(());
+        };
+        // Drops the oldest verdicts if long names make the digest too big.
+        digest.truncate(MAX_DOWNS_PER_DIGEST);
+        while !digest.is_empty() {
+            let frame = Frame::Downs(digest.clone()).encode()?;
+            if frame.len() <= FOCA_MAX_PACKET + 1 {
+                self.out.packets.push((to, frame));
+                break;
+            }
+            digest.pop();
+        }
         Ok(())
     }
 
@@ -336,6 +376,31 @@ impl GossipCore {
         Ok(())
     }
 
+    /// Applies a peer's down digest: each verdict about an identity this
+    /// member tracks as active becomes a foca `Down` update (re-broadcast).
+    fn apply_downs(&mut self, downs: Vec<DownNotice>) -> Result<(), CoreError> {
+        let mut updates = Vec::new();
+        for notice in downs.into_iter().take(MAX_DOWNS_PER_DIGEST) {
+            let tracked = self
+                .tracked
+                .get(&notice.id.name)
+                .is_some_and(|t| t.id == notice.id && is_active(t.state));
+            if !tracked {
+                continue;
+            }
+            if notice.left {
+                self.leaving
+                    .insert((notice.id.name.clone(), notice.id.boot));
+            }
+            updates.push(foca::Member::new(notice.id, 0, State::Down));
+        }
+        if !updates.is_empty() {
+            self.foca
+                .apply_many(updates.into_iter(), true, &mut self.rt)?;
+        }
+        Ok(())
+    }
+
     /// Moves foca's effects and fresh metadata into `out`.
     fn drain(&mut self) {
         while let Some(n) = self.rt.to_notify() {
@@ -427,6 +492,10 @@ impl GossipCore {
             return;
         }
         let left = self.leaving.remove(&(id.name.clone(), id.boot));
+        self.downs.record(DownNotice {
+            id: id.clone(),
+            left,
+        });
         t.state = if left {
             MemberState::Left
         } else {

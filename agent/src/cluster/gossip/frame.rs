@@ -3,19 +3,24 @@
 //! - `0` foca: the body is a foca packet, handed to foca unchanged;
 //! - `1` meta request: postcard `SocketAddr` to reply to with our record;
 //! - `2` meta: a postcard [`MetaRecord`] sent directly to one peer;
-//! - `3` leave: postcard `(name, boot)` announcing a graceful leave.
+//! - `3` leave: postcard `(name, boot)` announcing a graceful leave;
+//! - `4` downs: postcard `Vec<DownNotice>`, recent failure verdicts
+//!   ([`super::downs`]). Members older than this kind drop it as unknown
+//!   (counted, harmless): they just miss the anti-entropy.
 //!
 //! Decoding is total: unknown kinds and malformed bodies are
 //! [`FrameError`]s, never panics.
 
 use std::net::SocketAddr;
 
+use super::downs::DownNotice;
 use super::meta::{MetaError, MetaRecord};
 
 const KIND_FOCA: u8 = 0;
 const KIND_META_REQUEST: u8 = 1;
 const KIND_META: u8 = 2;
 const KIND_LEAVE: u8 = 3;
+const KIND_DOWNS: u8 = 4;
 
 /// A decoded frame; foca data borrows from the datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,6 +29,7 @@ pub enum Frame<'a> {
     MetaRequest { reply_to: SocketAddr },
     Meta(MetaRecord),
     Leave { name: String, boot: u64 },
+    Downs(Vec<DownNotice>),
 }
 
 /// Why a frame did not decode.
@@ -63,6 +69,10 @@ impl Frame<'_> {
                 out.push(KIND_LEAVE);
                 out = postcard::to_extend(&(name, boot), out).map_err(FrameError::Encode)?;
             }
+            Frame::Downs(downs) => {
+                out.push(KIND_DOWNS);
+                out = postcard::to_extend(downs, out).map_err(FrameError::Encode)?;
+            }
         }
         Ok(out)
     }
@@ -80,6 +90,9 @@ impl Frame<'_> {
                 let (name, boot) = postcard::from_bytes(body).map_err(FrameError::Body)?;
                 Ok(Frame::Leave { name, boot })
             }
+            KIND_DOWNS => Ok(Frame::Downs(
+                postcard::from_bytes(body).map_err(FrameError::Body)?,
+            )),
             other => Err(FrameError::UnknownKind(other)),
         }
     }
@@ -111,6 +124,14 @@ mod tests {
                 name: "n".into(),
                 boot: 5,
             },
+            Frame::Downs(vec![DownNotice {
+                id: crate::cluster::gossip::NodeId::with_boot(
+                    "d",
+                    "127.0.0.1:7946".parse().unwrap(),
+                    3,
+                ),
+                left: true,
+            }]),
         ];
         for f in frames {
             let bytes = f.encode().unwrap();
@@ -131,5 +152,9 @@ mod tests {
             Err(FrameError::Meta(_))
         ));
         assert!(matches!(Frame::decode(&[3, 200]), Err(FrameError::Body(_))));
+        assert!(matches!(
+            Frame::decode(&[4, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Err(FrameError::Body(_))
+        ));
     }
 }

@@ -15,11 +15,13 @@
 //! Layout: [`seal`] (envelope), [`frame`] (plaintext kinds), [`meta`]
 //! (metadata records), [`member`] (identities, states, events), [`config`]
 //! (tunables and their documented defaults), [`core`] (the IO-free state
-//! machine), `runtime` (the tokio task), [`sim`] (a deterministic simulated
-//! network driving many cores, for benchmarks).
+//! machine), [`downs`] (anti-entropy of failure verdicts), `runtime` (the
+//! tokio task), [`sim`] (a deterministic simulated network driving many
+//! cores, for benchmarks).
 
 pub mod config;
 pub mod core;
+pub mod downs;
 pub mod frame;
 pub mod member;
 pub mod meta;

@@ -10,8 +10,10 @@
 //!
 //! Members start from a converged membership ([`GossipCore::preload`]), so
 //! a run measures failure detection and dissemination, not the join storm.
-//! The maintenance tick (suspect events, metadata retries) is off unless
-//! asked for: it scans every member and is not needed to detect failures.
+//! The full maintenance tick (suspect events, metadata retries) is off
+//! unless asked for: it scans every member and is not needed to detect
+//! failures. Its down-digest part ([`GossipCore::spread_downs`]) always
+//! runs, as in the daemon.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -41,7 +43,8 @@ pub struct SimConfig {
     pub loss: f64,
     /// Seal and open every datagram with a cluster key.
     pub seal: bool,
-    /// Run each member's maintenance tick.
+    /// Run each member's full maintenance tick (the down digests run
+    /// either way).
     pub maintenance: bool,
     pub seed: u64,
 }
@@ -184,10 +187,8 @@ impl Sim {
             sim.by_addr.insert(id.addr, i);
             sim.nodes.push(Node { core, alive: true });
             sim.apply(i, out);
-            if sim.cfg.maintenance {
-                let at = sim.cfg.tuning.maintenance_interval;
-                sim.push(at, Kind::Maintain { node: i });
-            }
+            let at = sim.cfg.tuning.maintenance_interval;
+            sim.push(at, Kind::Maintain { node: i });
         }
         Ok(sim)
     }
@@ -308,7 +309,13 @@ impl Sim {
                 }
                 let at = self.now + self.cfg.tuning.maintenance_interval;
                 self.push(at, Kind::Maintain { node });
-                (node, self.nodes[node].core.maintain())
+                let core = &mut self.nodes[node].core;
+                let result = if self.cfg.maintenance {
+                    core.maintain()
+                } else {
+                    core.spread_downs()
+                };
+                (node, result)
             }
         };
         if result.is_err() {

@@ -140,6 +140,17 @@ impl ClusterCa {
         Self::from_pem(&cert_pem, &key_pem, &cert_path, &key_path)
     }
 
+    /// A CA from its certificate and key (PEM), as a joining node gets
+    /// them; `origin` names where they came from in errors.
+    pub fn from_parts(cert_pem: &str, key_pem: &str, origin: &Path) -> Result<Self, PkiError> {
+        Self::from_pem(cert_pem, key_pem, origin, origin)
+    }
+
+    /// The CA's private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     fn from_pem(
         cert_pem: &str,
         key_pem: &str,

@@ -152,6 +152,7 @@ impl Join for JoinService {
             node_key_pem: cert.key_pem().to_owned(),
             cluster_key: self.secrets.cluster_key().to_vec(),
             members: (self.members)(),
+            ca_key_pem: self.secrets.ca().key_pem(),
         }))
     }
 }

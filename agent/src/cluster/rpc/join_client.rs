@@ -29,6 +29,9 @@ pub struct JoinMaterial {
     pub cluster_key: [u8; 32],
     /// Peer addresses of the current members.
     pub members: Vec<String>,
+    /// The CA key (PEM) when the member shares it (herd members do: any
+    /// member can admit the next node); empty otherwise.
+    pub ca_key_pem: String,
 }
 
 /// Why joining failed.
@@ -139,5 +142,6 @@ pub async fn join(
         node,
         cluster_key,
         members: response.members,
+        ca_key_pem: response.ca_key_pem,
     })
 }

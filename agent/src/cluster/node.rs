@@ -1,0 +1,252 @@
+//! One node of a herd cluster: its identity, the Raft store, the RPC
+//! server and gossip, started together ([`ClusterNode::start`]).
+//!
+//! - The Raft store (`<root>/raft`) talks to peers through
+//!   [`GrpcTransport`] (mutual TLS); the [`RpcServer`] on the peer port
+//!   serves the store's handler and the Join service (every member holds
+//!   the CA, so any member admits new nodes).
+//! - Gossip (UDP, sealed with the cluster key) carries each node's name and
+//!   peer address; the Raft leader turns gossip into membership
+//!   ([`super::manager`]).
+//! - A node's Raft id is derived from its name ([`raft_id`]), so a node
+//!   keeps its id across restarts and every member computes the same id
+//!   from a gossip name.
+//! - `--init` makes a one-voter cluster; a joining node waits until the
+//!   leader has added it ([`ClusterNode::wait_member`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::bootstrap::{Bootstrap, BootstrapError, Identity, Origin, prepare};
+use super::gossip::{Capacity, Gossip, GossipConfig, GossipError, MemberState, NodeMeta, Tuning};
+use super::rpc::{GrpcTransport, JoinService, PeerService, RpcError, RpcServer, TransportOptions};
+use super::transport::NodeId;
+use crate::store::raft::{RaftConfig, RaftStore, RaftStoreError};
+
+/// How this node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `<root>/cluster`: identity and secrets.
+    pub dir: PathBuf,
+    /// `<root>/raft`: log, state machine, snapshots.
+    pub raft_dir: PathBuf,
+    pub node_name: String,
+    /// The address peers use for this node.
+    pub advertise: IpAddr,
+    pub peer_port: u16,
+    pub gossip_port: u16,
+    pub bootstrap: Bootstrap,
+    pub capacity: Capacity,
+    /// Gossip tuning (probe period, suspicion).
+    pub tuning: Tuning,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error("node-to-node rpc")]
+    Rpc(#[from] RpcError),
+    #[error("raft store")]
+    Raft(#[from] RaftStoreError),
+    #[error("gossip")]
+    Gossip(#[from] GossipError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The Raft id of the node named `name`: the first 8 bytes of its SHA-256,
+/// never 0.
+pub fn raft_id(name: &str) -> NodeId {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_be_bytes(b).max(1)
+}
+
+/// A running cluster node.
+#[derive(Debug)]
+pub struct ClusterNode {
+    pub name: String,
+    pub id: NodeId,
+    pub store: Arc<RaftStore>,
+    pub gossip: Arc<Gossip>,
+    pub identity: Identity,
+    pub peer_addr: SocketAddr,
+    rpc: tokio::sync::Mutex<Option<RpcServer>>,
+}
+
+impl ClusterNode {
+    /// Sets up the identity, opens the Raft store, starts the RPC server
+    /// and gossip. A new cluster (`--init`) is initialized as one voter.
+    pub async fn start(cfg: ClusterConfig) -> Result<ClusterNode, ClusterError> {
+        let identity = prepare(&cfg.dir, &cfg.bootstrap, &cfg.node_name, &[cfg.advertise]).await?;
+        let peer_addr = SocketAddr::new(cfg.advertise, cfg.peer_port);
+        let ca_pem = identity.secrets.ca().cert_pem().to_owned();
+        let transport = GrpcTransport::new(&ca_pem, &identity.node, TransportOptions::default())?;
+        let id = raft_id(&cfg.node_name);
+        let mut raft_cfg = RaftConfig::new(id, &peer_addr.to_string(), &cfg.raft_dir);
+        raft_cfg.cluster_key = Some(*identity.secrets.cluster_key());
+        let store =
+            tokio::task::spawn_blocking(move || RaftStore::open(raft_cfg, Arc::new(transport)))
+                .await
+                .map_err(|e| ClusterError::Other(format!("opening the raft store: {e}")))??;
+        let store = Arc::new(store);
+        let meta = NodeMeta {
+            name: cfg.node_name.clone(),
+            rpc_addr: peer_addr.to_string(),
+            api_addr: String::new(),
+            pod_cidr: String::new(),
+            capacity: cfg.capacity,
+            labels: Vec::new(),
+            taints: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let mut gcfg = GossipConfig::new(
+            SocketAddr::new(cfg.advertise, cfg.gossip_port),
+            *identity.secrets.cluster_key(),
+            meta,
+        );
+        gcfg.seeds = identity
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != gcfg.bind)
+            .collect();
+        gcfg.tuning = cfg.tuning.clone();
+        let gossip = Arc::new(Gossip::start(gcfg).await?);
+        let members = {
+            let g = gossip.clone();
+            Arc::new(move || {
+                g.members()
+                    .into_iter()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .map(|m| m.addr.to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let rpc = RpcServer::start(
+            SocketAddr::new(cfg.advertise, cfg.peer_port),
+            &ca_pem,
+            &identity.node,
+            PeerService::new(store.handler()),
+            Some(JoinService::new(identity.secrets.clone(), members)),
+        )
+        .await?;
+        if identity.origin == Origin::Created {
+            store.initialize_single().await?;
+            tracing::info!(
+                node = %cfg.node_name,
+                token_file = %cfg.dir.join("token").display(),
+                "created a new cluster; other nodes join with --join {peer_addr} --token <the token file's content>"
+            );
+        }
+        Ok(ClusterNode {
+            name: cfg.node_name,
+            id,
+            store,
+            gossip,
+            identity,
+            peer_addr,
+            rpc: tokio::sync::Mutex::new(Some(rpc)),
+        })
+    }
+
+    /// Waits until this node is a member of the Raft group and knows a
+    /// leader (a joining node: until the leader has added it).
+    pub async fn wait_member(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        let mut last_log = Instant::now();
+        loop {
+            let m = self.store.metrics();
+            if m.nodes.contains_key(&self.id) && m.leader.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Other(format!(
+                    "not added to the raft group within {timeout:?} (leader {:?}, members {:?}); is the leader reachable on its peer port, and this node's gossip port reachable from it?",
+                    m.leader,
+                    m.nodes.values().collect::<Vec<_>>()
+                )));
+            }
+            if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!("waiting to be added to the raft group");
+                last_log = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /debug/cluster`: leader, term, voters, learners, gossip view.
+    pub fn status(&self) -> Value {
+        let m = self.store.metrics();
+        let names: std::collections::HashMap<NodeId, String> = self
+            .gossip
+            .members()
+            .into_iter()
+            .map(|g| (raft_id(&g.name), g.name))
+            .collect();
+        let name_of = |id: &NodeId| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+        let members: Vec<Value> = self
+            .gossip
+            .members()
+            .into_iter()
+            .map(|g| {
+                json!({
+                    "name": g.name,
+                    "state": format!("{:?}", g.state).to_lowercase(),
+                    "addr": g.addr.to_string(),
+                    "peerAddr": g.meta.rpc_addr,
+                })
+            })
+            .collect();
+        let s = self.gossip.stats();
+        json!({
+            "node": self.name,
+            "raftId": self.id,
+            "leader": m.leader.as_ref().map(name_of),
+            "isLeader": m.leader == Some(self.id),
+            "term": m.term,
+            "lastApplied": m.last_applied,
+            "voters": m.voters.iter().map(name_of).collect::<Vec<_>>(),
+            "learners": m.learners.iter().map(name_of).collect::<Vec<_>>(),
+            "members": members,
+            "gossip": {
+                "received": s.received, "accepted": s.accepted,
+                "droppedAuth": s.dropped_auth, "droppedDecode": s.dropped_decode,
+                "dropped": s.dropped_auth + s.dropped_decode, "sent": s.sent,
+            },
+        })
+    }
+
+    /// Stops the RPC server and the Raft store (gossip stops when dropped;
+    /// peers then detect the node as down, as after a crash: a restart is
+    /// not a departure).
+    pub async fn shutdown(&self) {
+        if let Some(rpc) = self.rpc.lock().await.take()
+            && let Err(e) = rpc.shutdown().await
+        {
+            tracing::warn!(error = %e, "rpc server shutdown");
+        }
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_are_stable_distinct_and_nonzero() {
+        assert_eq!(raft_id("node-1"), raft_id("node-1"));
+        assert_ne!(raft_id("node-1"), raft_id("node-2"));
+        assert_ne!(raft_id(""), 0);
+    }
+}

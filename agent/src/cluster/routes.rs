@@ -1,0 +1,145 @@
+//! Routes to the other nodes' pod CIDRs (host-gw), from the Node objects.
+//!
+//! Every node keeps, in its own network namespace, one route per other
+//! node: `<its spec.podCIDR> via <its InternalIP>`, owned by herd's route
+//! protocol ([`herd_net::sync_node_routes`]: foreign routes are never
+//! touched). Resynced on every Node change and every [`RESYNC`]; a Node
+//! whose address is not on a directly connected subnet is skipped with a
+//! log line (it would need an overlay, which is not implemented).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_net::{NodeRoute, RouteOwner};
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::api::Resource;
+use crate::store::Datastore;
+
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// The routes this node wants: every other Node with a pod CIDR and an
+/// IPv4 InternalIP.
+pub fn desired(nodes: &[Value], me: &str) -> Vec<NodeRoute> {
+    let mut out: Vec<NodeRoute> = nodes
+        .iter()
+        .filter(|n| n.pointer("/metadata/name").and_then(Value::as_str) != Some(me))
+        .filter_map(|n| {
+            let cidr: Ipv4Net = n.pointer("/spec/podCIDR")?.as_str()?.parse().ok()?;
+            let via: Ipv4Addr = n
+                .pointer("/status/addresses")?
+                .as_array()?
+                .iter()
+                .find(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))?
+                .get("address")?
+                .as_str()?
+                .parse()
+                .ok()?;
+            Some(NodeRoute {
+                pod_cidr: cidr.trunc(),
+                via,
+                dev: None,
+            })
+        })
+        .collect();
+    out.sort_by_key(|r| r.pod_cidr);
+    out.dedup_by_key(|r| r.pod_cidr);
+    out
+}
+
+/// Keeps the routes equal to the Node objects until `stop`.
+pub async fn run(store: Arc<dyn Datastore>, me: String, mut stop: watch::Receiver<bool>) {
+    let conn = match herd_net::connect_in(None).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "node routes disabled: no netlink");
+            return;
+        }
+    };
+    let mut last: Option<Vec<NodeRoute>> = None;
+    loop {
+        let mut watch = store.watch(Resource::Nodes, None, None).ok();
+        match store.list(Resource::Nodes, None) {
+            Ok((nodes, _)) => {
+                let want = desired(&nodes, &me);
+                if last.as_ref() != Some(&want) {
+                    match sync(conn.handle(), &want).await {
+                        Ok(()) => last = Some(want),
+                        Err(e) => tracing::warn!(error = %e, "node routes"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "node routes: listing nodes"),
+        }
+        let next = async {
+            match watch.as_mut() {
+                Some(w) => {
+                    let _ = w.next().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = next => {}
+            _ = tokio::time::sleep(RESYNC) => last = None,
+        }
+    }
+}
+
+async fn sync(handle: &rtnetlink::Handle, want: &[NodeRoute]) -> Result<(), herd_net::NetError> {
+    match herd_net::sync_node_routes(handle, want, RouteOwner::default()).await {
+        Ok(r) => {
+            if !(r.added.is_empty() && r.replaced.is_empty() && r.removed.is_empty()) {
+                tracing::info!(added = ?r.added, replaced = ?r.replaced, removed = ?r.removed, "node routes");
+            }
+            Ok(())
+        }
+        Err(herd_net::NetError::GatewayNotDirect { .. }) if want.len() > 1 => {
+            // Apply the routes that can be applied, one by one is not
+            // possible with a whole-set sync: keep only direct gateways.
+            let mut ok = Vec::new();
+            for r in want {
+                let one = [r.clone()];
+                let mut probe = ok.clone();
+                probe.extend_from_slice(&one);
+                match herd_net::sync_node_routes(handle, &probe, RouteOwner::default()).await {
+                    Ok(_) => ok = probe,
+                    Err(e) => {
+                        tracing::warn!(cidr = %r.pod_cidr, via = %r.via, error = %e, "node route skipped")
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_to_other_nodes_with_cidr_and_internal_ip() {
+        let n = |name: &str, cidr: Option<&str>, ip: &str| {
+            json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr},
+                   "status": {"addresses": [{"type": "Hostname", "address": name},
+                                            {"type": "InternalIP", "address": ip}]}})
+        };
+        let nodes = vec![
+            n("a", Some("10.244.0.0/24"), "10.250.0.1"),
+            n("b", Some("10.244.1.0/24"), "10.250.0.2"),
+            n("c", None, "10.250.0.3"),
+            n("d", Some("10.244.3.0/24"), "fd00::1"),
+        ];
+        let r = desired(&nodes, "a");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(r[0].via, "10.250.0.2".parse::<Ipv4Addr>().unwrap());
+    }
+}
