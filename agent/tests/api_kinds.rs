@@ -474,15 +474,20 @@ async fn service_ips_and_node_ports() {
         assert!(ips.insert(ip.clone()), "{ip} handed out twice");
     }
     // A requested free IP is honoured; a taken or foreign one is a 422.
+    // (Picks are random: request one the loop above did not get.)
+    let free = (200..254)
+        .map(|n| format!("10.97.0.{n}"))
+        .find(|ip| !ips.contains(ip))
+        .unwrap();
     let v = s
         .ok(
             "POST",
             base,
-            Some(service("req", json!({"clusterIP": "10.97.0.200"}))),
+            Some(service("req", json!({"clusterIP": free}))),
         )
         .await;
-    assert_eq!(v["spec"]["clusterIP"], "10.97.0.200");
-    for (name, ip) in [("dup", "10.97.0.200"), ("far", "10.200.0.5")] {
+    assert_eq!(v["spec"]["clusterIP"], free.as_str());
+    for (name, ip) in [("dup", free.as_str()), ("far", "10.200.0.5")] {
         let (c, e) = s
             .call("POST", base, Some(service(name, json!({"clusterIP": ip}))))
             .await;
@@ -494,7 +499,7 @@ async fn service_ips_and_node_ports() {
     s.ok(
         "POST",
         base,
-        Some(service("again", json!({"clusterIP": "10.97.0.200"}))),
+        Some(service("again", json!({"clusterIP": free}))),
     )
     .await;
     // Headless.

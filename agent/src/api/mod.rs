@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod quantity;
 pub mod resource;
 pub mod server;
+pub mod service_ledger;
 pub mod services;
 pub mod validation;
 

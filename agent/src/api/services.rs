@@ -11,11 +11,12 @@
 //! - NodePort and LoadBalancer Services get a nodePort per port from
 //!   30000-32767 (requested ones honoured if free and in range, else 422
 //!   naming `spec.ports[i].nodePort`).
-//! - "Free" means: held by no Service in the store. Allocation and the
-//!   store write happen under one process-wide lock, so concurrent creates
-//!   through this process never get the same IP or port. Writes through
-//!   other nodes (Raft) are not serialised by this lock: a cluster needs a
-//!   repair loop or a compare-and-swap on an allocation object for that.
+//! - "Free" means: held by no Service in the store and reserved by no other
+//!   Service in the allocation ledger ([`super::service_ledger`]). Every
+//!   allocation is reserved there with a compare-and-swap before the
+//!   Service is written, so API servers on different nodes never hand out
+//!   the same IP or port; within one process a lock also serialises the
+//!   whole allocation and write.
 //! - Nothing is kept outside the store: deleting a Service frees its IP and
 //!   ports.
 
@@ -27,6 +28,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
 
+use super::service_ledger::{Ledger, ip_key, port_key};
 use super::{ApiError, FieldError, Resource};
 use crate::store::{Datastore, StoreError};
 
@@ -107,8 +109,11 @@ impl ServiceNetwork {
         commit: impl FnOnce(&Service) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let _guard = ALLOCATION.lock().unwrap_or_else(|e| e.into_inner());
-        let used = Used::scan(store, None)?;
-        self.assign(svc, &used, None)?;
+        *svc = reserve(store, &owner(svc), None, |used| {
+            let mut picked = svc.clone();
+            self.assign(&mut picked, used, None)?;
+            Ok(picked)
+        })?;
         commit(svc)
     }
 
@@ -125,8 +130,11 @@ impl ServiceNetwork {
         let _guard = ALLOCATION.lock().unwrap_or_else(|e| e.into_inner());
         keep_allocations(old, svc);
         let me = old.metadata.uid.as_deref();
-        let used = Used::scan(store, me)?;
-        self.assign(svc, &used, Some(old))?;
+        *svc = reserve(store, &owner(svc), me, |used| {
+            let mut picked = svc.clone();
+            self.assign(&mut picked, used, Some(old))?;
+            Ok(picked)
+        })?;
         commit(svc)
     }
 
@@ -297,10 +305,79 @@ fn keep_allocations(old: &Service, new: &mut Service) {
 }
 
 /// IPs and ports held by the Services in the store.
+/// `namespace/name` of a Service (the ledger's owner).
+fn owner(svc: &Service) -> String {
+    format!(
+        "{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or("default"),
+        svc.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The ledger keys of what `svc` holds.
+fn keys_of(svc: &Service) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    if let Some(spec) = &svc.spec {
+        for ip in spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+        {
+            if ip.parse::<Ipv4Addr>().is_ok() {
+                keys.insert(ip_key(ip));
+            }
+        }
+        for p in spec.ports.iter().flatten() {
+            if let Some(n) = p.node_port {
+                keys.insert(port_key(n));
+            }
+        }
+    }
+    keys
+}
+
+/// Picks with `pick` against the store's Services and the other
+/// reservations, then reserves the result in the ledger; a lost
+/// compare-and-swap (another API server reserved first) picks again.
+fn reserve(
+    store: &dyn Datastore,
+    owner: &str,
+    skip_uid: Option<&str>,
+    mut pick: impl FnMut(&Used) -> Result<Service, ApiError>,
+) -> Result<Service, ApiError> {
+    for _ in 0..16 {
+        let ledger = Ledger::load(store)?;
+        let mut used = Used::scan(store, skip_uid)?;
+        let now = jiff::Timestamp::now().as_second();
+        for k in ledger.reserved_by_others(owner, &used.held, now) {
+            if let Some(ip) = k.strip_prefix("ip/").and_then(|a| a.parse().ok()) {
+                used.ips.insert(ip);
+            } else if let Some(n) = k.strip_prefix("port/").and_then(|n| n.parse().ok()) {
+                used.node_ports.insert(n);
+            }
+        }
+        let picked = pick(&used)?;
+        match ledger.reserve(store, owner, &keys_of(&picked), &used.held, now) {
+            Ok(()) => return Ok(picked),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict {
+        resource: Resource::ConfigMaps,
+        name: super::service_ledger::LEDGER_NAME.into(),
+        current: 0,
+    }
+    .into())
+}
+
 #[derive(Debug, Default)]
 struct Used {
     ips: BTreeSet<Ipv4Addr>,
     node_ports: BTreeSet<i32>,
+    /// Ledger keys of everything the scanned Services hold.
+    held: BTreeSet<String>,
 }
 
 impl Used {
@@ -319,13 +396,15 @@ impl Used {
                 .flatten()
                 .chain(std::iter::once(&spec["clusterIP"]));
             for ip in ips {
-                if let Some(a) = ip.as_str().and_then(|s| s.parse().ok()) {
+                if let Some(a) = ip.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
                     used.ips.insert(a);
+                    used.held.insert(ip_key(&a.to_string()));
                 }
             }
             for p in spec["ports"].as_array().into_iter().flatten() {
                 if let Some(n) = p["nodePort"].as_i64().and_then(|n| i32::try_from(n).ok()) {
                     used.node_ports.insert(n);
+                    used.held.insert(port_key(n));
                 }
             }
         }

@@ -223,7 +223,12 @@ pub(super) fn delete(state: &ApiState, key: &Key, opts: &DeleteOptions) -> Resul
         if opts.dry_run {
             return Ok(current);
         }
-        return Ok(store.delete(key, rv)?);
+        let gone = store.delete(key, rv)?;
+        if key.resource == Resource::Services {
+            let owner = format!("{}/{}", key.namespace.as_deref().unwrap_or(""), key.name);
+            crate::api::service_ledger::release(store, &owner);
+        }
+        return Ok(gone);
     }
     let deleting = current.pointer("/metadata/deletionTimestamp").is_some();
     let grace0 = current
