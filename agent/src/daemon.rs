@@ -427,6 +427,23 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     .await
     .context("setting up the pod network")?;
     let network = Arc::new(network);
+    if cluster.is_some()
+        && let std::net::IpAddr::V4(gw) = network.gateway()
+    {
+        let conn = herd_net::connect_in(None)
+            .await
+            .context("netlink for the service route")?;
+        if let Err(e) = crate::cluster::routes::ensure_service_route(
+            conn.handle(),
+            args.service_cidr,
+            &args.bridge,
+            gw,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "no route to the service CIDR; ClusterIPs need a default route on this node");
+        }
+    }
     let host_ip = match &cluster {
         Some(node) => Some(node.peer_addr.ip()),
         None => Some(network.gateway()),

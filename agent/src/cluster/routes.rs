@@ -6,6 +6,12 @@
 //! touched). Resynced on every Node change and every [`RESYNC`]; a Node
 //! whose address is not on a directly connected subnet is skipped with a
 //! log line (it would need an overlay, which is not implemented).
+//!
+//! The service CIDR gets a route through the pod bridge as well
+//! ([`ensure_service_route`]): the node's own processes reach ClusterIPs
+//! even on a host without a default route (the nftables rules rewrite the
+//! destination; the source is the bridge address, which every node routes
+//! back through host-gw).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -88,6 +94,41 @@ pub async fn run(store: Arc<dyn Datastore>, me: String, mut stop: watch::Receive
             _ = tokio::time::sleep(RESYNC) => last = None,
         }
     }
+}
+
+/// `<service_cidr> dev <bridge> scope link src <bridge address>`
+/// (static protocol, replaced if present; idempotent).
+pub async fn ensure_service_route(
+    handle: &rtnetlink::Handle,
+    service_cidr: Ipv4Net,
+    bridge: &str,
+    bridge_ip: Ipv4Addr,
+) -> Result<(), String> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
+    let link = handle
+        .link()
+        .get()
+        .match_name(bridge.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| format!("bridge {bridge}: {e}"))?
+        .ok_or_else(|| format!("bridge {bridge} not found"))?;
+    let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(service_cidr.network(), service_cidr.prefix_len())
+        .output_interface(link.header.index)
+        .scope(RouteScope::Link)
+        .pref_source(bridge_ip)
+        .protocol(RouteProtocol::Static)
+        .build();
+    handle
+        .route()
+        .add(msg)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| format!("route {service_cidr} dev {bridge}: {e}"))
 }
 
 async fn sync(handle: &rtnetlink::Handle, want: &[NodeRoute]) -> Result<(), herd_net::NetError> {
