@@ -1,48 +1,95 @@
 #!/usr/bin/env bash
 # The main job: build herd and the project's busybox test images, serve one
 # from a local registry on 127.0.0.1, import and pull images, then run a
-# node (`herd agent`) with a sample workload (ConfigMap, Secret, a web pod
-# with an init container, probes and volumes, and a run-once pod that talks
-# to it), drive it with the CLI, and clean up. The node runs in its own
-# network namespace (herd-demo) so the host's network is untouched. State
-# lives in a temp dir (or $HERD_DEMO_DIR).
+# three-node cluster (`herd agent --init` on the first node, `--join` on the
+# others) with a sample workload (ConfigMap, Secret, a web pod with an init
+# container, probes and volumes, a run-once pod that talks to it, and a
+# Deployment of 6 behind a Service), drive it with the CLI, kill the Raft
+# leader and watch the cluster recover, and clean up. Every node runs in its
+# own network namespace (herd-demo-1..3, wired to a bridge in
+# herd-demo-net), so the host's network is untouched; each node has a copy
+# of the registry on its own 127.0.0.1. State lives in a temp dir (or
+# $HERD_DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release -p herd-agent -p herd-integration --bins
 HERD=$PWD/target/release/herd
 WORK=${HERD_DEMO_DIR:-$(mktemp -d /tmp/herd-demo.XXXXXX)}
-ROOT=$WORK/root
-REG_PID=
-AGENT_PID=
-NETNS=herd-demo
-CG=herd-demo
+NODES=3
+NET=herd-demo-net
+REG_PIDS=()
+AGENT_PIDS=()
+ns() { echo "herd-demo-$1"; }
+root() { echo "$WORK/node$1/root"; }
+in_node() { local i=$1; shift; nsenter --net="/run/netns/$(ns "$i")" "$@"; }
+h() { local i=$1; shift; "$HERD" --root-dir "$(root "$i")" "$@"; }
+start_agent() {
+  local i=$1; shift
+  # nsenter execs herd itself: $! is the agent's pid.
+  nsenter --net="/run/netns/$(ns "$i")" "$HERD" --root-dir "$(root "$i")" -v agent --node-name "node-$i" \
+    --run-dir "$WORK/node$i/run" --log-dir "$WORK/node$i/logs" --cgroup-name "herd-demo-$i" \
+    --manifests "$WORK/node$i/manifests" --listen none --bridge herddemo0 \
+    --advertise-address "10.250.77.$i" "$@" >>"$WORK/node$i/agent.log" 2>&1 &
+  AGENT_PIDS[$i]=$!
+}
+wait_api() { for _ in $(seq 300); do h "$1" get nodes >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "node $1 did not come up:"; tail -20 "$WORK/node$1/agent.log"; return 1; }
+cluster() { curl -s --unix-socket "$(root "$1")/agent.sock" http://localhost/debug/cluster; }
+leader() { cluster "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")'; }
 cleanup() {
-  if [ -n "$AGENT_PID" ]; then
-    "$HERD" --root-dir "$ROOT" delete pods --all --grace-period 1 >/dev/null 2>&1 || true
-    kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
-  fi
-  ip netns del "$NETNS" 2>/dev/null || true
-  for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/"$CG"; do
-    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+  for i in $(seq "$NODES"); do
+    [ -n "${AGENT_PIDS[$i]:-}" ] && kill "${AGENT_PIDS[$i]}" 2>/dev/null && wait "${AGENT_PIDS[$i]}" 2>/dev/null || true
   done
-  "$HERD" --root-dir "$ROOT" image unmount demo 2>/dev/null || true
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
+  for i in $(seq "$NODES"); do
+    # Pods outlive their agent (monitors hold them): stop them by exact runc root.
+    for c in $(runc --root "$WORK/node$i/run/runtime/runc" list -q 2>/dev/null); do
+      runc --root "$WORK/node$i/run/runtime/runc" delete -f "$c" >/dev/null 2>&1 || true
+    done
+    pkill -9 -f -- "--run-dir $WORK/node$i/run" 2>/dev/null || true
+    pkill -9 -f -- "$WORK/node$i/run/" 2>/dev/null || true
+  done
+  for p in "${REG_PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  sleep 0.5
+  grep -o " $WORK[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  for i in $(seq "$NODES"); do
+    ip netns del "$(ns "$i")" 2>/dev/null || true
+    # Anything still in the node's cgroups (by exact name) is ours.
+    find /sys/fs/cgroup/*/"herd-demo-$i" /sys/fs/cgroup/"herd-demo-$i" -name cgroup.procs 2>/dev/null \
+      | xargs -r cat 2>/dev/null | sort -u | xargs -r kill -9 2>/dev/null || true
+  done
+  sleep 0.5
+  for i in $(seq "$NODES"); do
+    for d in /sys/fs/cgroup/*/"herd-demo-$i" /sys/fs/cgroup/"herd-demo-$i"; do
+      [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+  done
+  ip netns del "$NET" 2>/dev/null || true
+  "$HERD" --root-dir "$(root 1)" image unmount demo 2>/dev/null || true
   [ -z "${HERD_DEMO_DIR:-}" ] && rm -rf "$WORK"
   return 0
 }
 trap cleanup EXIT
 
-echo "== the node's network namespace ($NETNS): the registry and the agent live there"
-ip netns add "$NETNS"
-ip -n "$NETNS" link set lo up
-IN_NODE="nsenter --net=/run/netns/$NETNS"
+echo "== three nodes: network namespaces herd-demo-1..3 on a bridge in $NET (10.250.77.0/24)"
+ip netns add "$NET"
+ip -n "$NET" link add br0 type bridge
+ip -n "$NET" link set br0 up
+for i in $(seq "$NODES"); do
+  ip netns add "$(ns "$i")"
+  ip -n "$(ns "$i")" link set lo up
+  ip link add "hdemo$i" type veth peer name eth0 netns "$(ns "$i")"
+  ip link set "hdemo$i" netns "$NET"
+  ip -n "$NET" link set "hdemo$i" master br0 up
+  ip -n "$(ns "$i")" addr add "10.250.77.$i/24" dev eth0
+  ip -n "$(ns "$i")" link set eth0 up
+  mkdir -p "$WORK/node$i"
+done
 
 echo "== building test images"
 target/release/herd-testimages "$WORK/images"
 
-echo "== serving the image from a local registry on 127.0.0.1"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo "== serving the image from a registry on every node's 127.0.0.1 (one storage dir)"
+PORT=5000
 mkdir -p "$WORK/registry"
 cat > "$WORK/registry/config.yml" <<YML
 version: 0.1
@@ -52,67 +99,109 @@ storage:
 http:
   addr: 127.0.0.1:$PORT
 YML
-$IN_NODE docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do $IN_NODE curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
-$IN_NODE skopeo --insecure-policy copy -q "oci:$WORK/images/busybox-oci:latest" "docker://127.0.0.1:$PORT/demo/busybox:latest" --dest-tls-verify=false
+for i in $(seq "$NODES"); do
+  nsenter --net="/run/netns/$(ns "$i")" docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log$i" 2>&1 &
+  REG_PIDS+=($!)
+  for _ in $(seq 100); do in_node "$i" curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+in_node 1 skopeo --insecure-policy copy -q "oci:$WORK/images/busybox-oci:latest" "docker://127.0.0.1:$PORT/demo/busybox:latest" --dest-tls-verify=false
+REG=127.0.0.1:$PORT
 
-echo "== pulling"
-$IN_NODE "$HERD" --root-dir "$ROOT" image pull --plain-http "127.0.0.1:$PORT/demo/busybox:latest"
-
-echo "== importing: OCI layout, OCI archive, docker-archive"
-"$HERD" --root-dir "$ROOT" image import "$WORK/images/busybox-oci"
-"$HERD" --root-dir "$ROOT" image import "$WORK/images/busybox.oci.tar"
-"$HERD" --root-dir "$ROOT" image import "$WORK/images/busybox.docker.tar"
-
-"$HERD" --root-dir "$ROOT" image ls
-
+echo "== images on node 1: pull, and import an OCI layout, an OCI archive, a docker-archive"
+in_node 1 "$HERD" --root-dir "$(root 1)" image pull --plain-http "$REG/demo/busybox:latest"
+h 1 image import "$WORK/images/busybox-oci"
+h 1 image import "$WORK/images/busybox.oci.tar"
+h 1 image import "$WORK/images/busybox.docker.tar"
+h 1 image ls
 echo "== a container rootfs (overlay of the image's layers) and a command in it"
-"$HERD" --root-dir "$ROOT" image mount "127.0.0.1:$PORT/demo/busybox:latest" "$WORK/rootfs" --id demo
+h 1 image mount "$REG/demo/busybox:latest" "$WORK/rootfs" --id demo
 chroot "$WORK/rootfs" /bin/sh -c 'cat /var/www/index.html; ls /etc'
 echo "== removing an image in use is refused:"
-"$HERD" --root-dir "$ROOT" image rm "127.0.0.1:$PORT/demo/busybox:latest" || true
-"$HERD" --root-dir "$ROOT" image unmount demo
+h 1 image rm "$REG/demo/busybox:latest" || true
+h 1 image unmount demo
 
-echo "== a node: herd agent (in network namespace $NETNS)"
-$IN_NODE "$HERD" --root-dir "$ROOT" agent --node-name demo \
-  --run-dir "$WORK/run" --log-dir "$WORK/logs" --cgroup-name "$CG" \
-  --manifests "$WORK/manifests" --listen none --pod-cidr 10.199.0.0/24 --bridge herddemo0 \
-  >"$WORK/agent.log" 2>&1 &
-AGENT_PID=$!
-for _ in $(seq 100); do "$HERD" --root-dir "$ROOT" get pods >/dev/null 2>&1 && break; sleep 0.1; done
+echo "== node 1: herd agent --init (a new cluster: CA, cluster key, join token)"
+start_agent 1 --init
+wait_api 1
+TOKEN=$(cat "$(root 1)/cluster/token")
+echo "   join token in $(root 1)/cluster/token"
+echo "== nodes 2 and 3: herd agent --join 10.250.77.1 --token ..."
+start_agent 2 --join 10.250.77.1 --token "$TOKEN"
+start_agent 3 --join 10.250.77.1 --token "$TOKEN"
+wait_api 2
+wait_api 3
+h 1 get nodes -o wide
+cluster 1 | python3 -c 'import json,sys; d=json.load(sys.stdin); print("raft leader:", d["leader"], " voters:", ", ".join(d["voters"]), " gossip members:", ", ".join(m["name"]+"="+m["state"] for m in d["members"]))'
 
-echo "== herd apply -f (the image is pulled from the registry: imagePullPolicy Always for :latest)"
-sed -e "s#REGISTRY#127.0.0.1:$PORT#" -e "s#WEB_IP#pending#" scripts/demo-workload.yaml \
+echo "== herd apply -f (pods are scheduled by the leader; each node pulls from its registry)"
+sed -e "s#REGISTRY#$REG#" -e "s#WEB_IP#pending#" scripts/demo-workload.yaml \
   | awk 'BEGIN{RS="---\n"; ORS="---\n"} !/name: once/' > "$WORK/web.yaml"
-"$HERD" --root-dir "$ROOT" apply -f "$WORK/web.yaml"
-for _ in $(seq 300); do
-  [ "$("$HERD" --root-dir "$ROOT" get pod web -o json | python3 -c 'import json,sys; s=json.load(sys.stdin)["status"]; print(all(c["ready"] for c in s.get("containerStatuses",[])) and s["phase"])')" = Running ] && break
-  sleep 0.1
+sed -e "s#REGISTRY#$REG#" scripts/demo-deployment.yaml > "$WORK/hello.yaml"
+h 2 apply -f "$WORK/web.yaml" -f "$WORK/hello.yaml"
+ready() { h 1 get pods -o json | python3 -c '
+import json,sys
+items=json.load(sys.stdin)["items"]
+ok=[p for p in items if p["status"].get("phase")=="Running" and all(c.get("ready") for c in p["status"].get("containerStatuses",[]))]
+print(len(ok))'; }
+for _ in $(seq 600); do [ "$(ready)" -ge 7 ] && break; sleep 0.1; done
+h 1 get pods -o wide
+WEB_NODE=$(h 1 get pod web -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["spec"]["nodeName"].split("-")[1])')
+WEB_IP=$(h 1 get pod web -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["podIP"])')
+echo "== from node 1, the web pod on node $WEB_NODE: http://$WEB_IP:8080/ (routes between nodes)"
+in_node 1 sh -c "printf 'GET /index.html HTTP/1.0\r\n\r\n' | busybox nc -w 2 $WEB_IP 8080 | tail -1"
+echo
+SVC_IP=$(h 1 get svc hello -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["spec"]["clusterIP"])')
+echo "== the Service hello ($SVC_IP:80) from every node (nftables, load-balanced)"
+for i in $(seq "$NODES"); do
+  for _ in 1 2; do
+    printf 'node %s -> ' "$i"
+    in_node "$i" sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 2 $SVC_IP 80 | tail -1"
+  done
 done
-"$HERD" --root-dir "$ROOT" get pods -o wide
-WEB_IP=$("$HERD" --root-dir "$ROOT" get pod web -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["podIP"])')
-echo "== from the node, http://$WEB_IP:8080/"
-$IN_NODE busybox wget -qO- "http://$WEB_IP:8080/index.html"
 echo "== a run-once pod that calls the web pod"
-sed -e "s#REGISTRY#127.0.0.1:$PORT#" -e "s#WEB_IP#$WEB_IP#" scripts/demo-workload.yaml \
+sed -e "s#REGISTRY#$REG#" -e "s#WEB_IP#$WEB_IP#" scripts/demo-workload.yaml \
   | awk 'BEGIN{RS="---\n"; ORS="---\n"} /name: once/' > "$WORK/once.yaml"
-"$HERD" --root-dir "$ROOT" apply -f "$WORK/once.yaml"
+h 1 apply -f "$WORK/once.yaml"
 for _ in $(seq 300); do
-  [ "$("$HERD" --root-dir "$ROOT" get pod once -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"].get("phase"))')" = Succeeded ] && break
+  [ "$(h 1 get pod once -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"].get("phase"))')" = Succeeded ] && break
   sleep 0.1
 done
-"$HERD" --root-dir "$ROOT" get pods
-echo "== herd logs once"
-"$HERD" --root-dir "$ROOT" logs once
+ONCE_NODE=$(h 1 get pod once -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["spec"]["nodeName"].split("-")[1])')
+echo "== herd logs once (asked of node $ONCE_NODE, which runs it)"
+h "$ONCE_NODE" logs once
 echo "== herd exec web -- (env from a fieldRef and a secret, the secret volume)"
-"$HERD" --root-dir "$ROOT" exec web -c httpd -- sh -c 'echo "POD_IP=$POD_IP TOKEN=$TOKEN"; cat /run/token/token; echo; grep " /run/token " /proc/mounts'
+h "$WEB_NODE" exec web -c httpd -- sh -c 'echo "POD_IP=$POD_IP TOKEN=$TOKEN"; cat /run/token/token; echo; grep " /run/token " /proc/mounts'
 echo "== herd describe pod web"
-"$HERD" --root-dir "$ROOT" describe pod web
+h 1 describe pod web
+
+LEADER=$(leader 1)
+L=${LEADER#node-}
+OTHER=$(( L % NODES + 1 ))
+echo "== SIGKILL the Raft leader's agent ($LEADER): its pods keep running, the others elect a new leader"
+T0=$(date +%s.%N)
+kill -9 "${AGENT_PIDS[$L]}"; wait "${AGENT_PIDS[$L]}" 2>/dev/null || true
+AGENT_PIDS[$L]=
+for _ in $(seq 200); do NEW=$(leader "$OTHER"); [ -n "$NEW" ] && [ "$NEW" != "$LEADER" ] && break; sleep 0.05; done
+echo "   new leader: $NEW after $(python3 -c "import time; print(round(time.time()-$T0, 2))") s"
+echo "== gossip declares $LEADER down, the leader marks it NotReady and moves its pods"
+for _ in $(seq 300); do
+  LEFT=$(h "$OTHER" get pods -o json | python3 -c "
+import json,sys
+items=json.load(sys.stdin)['items']
+print(sum(1 for p in items if p['metadata'].get('labels',{}).get('app')=='hello' and p['spec'].get('nodeName')!='$LEADER' and p['status'].get('phase')=='Running'))")
+  [ "$LEFT" -ge 6 ] && break
+  sleep 0.1
+done
+echo "   6 hello pods Running on the survivors after $(python3 -c "import time; print(round(time.time()-$T0, 2))") s"
+h "$OTHER" get nodes
+h "$OTHER" get pods -o wide -l app=hello
+echo "== $LEADER restarts with the same command: it rejoins and stops the pods that moved away"
+start_agent "$L"
+wait_api "$L"
+for _ in $(seq 100); do [ "$(h "$L" get nodes 2>/dev/null | grep -c ' Ready')" -ge 3 ] && break; sleep 0.1; done
+h "$L" get nodes
 echo "== herd delete -f"
-"$HERD" --root-dir "$ROOT" delete -f "$WORK/web.yaml" -f "$WORK/once.yaml" --grace-period 1
-"$HERD" --root-dir "$ROOT" get pods
-kill "$AGENT_PID" && wait "$AGENT_PID" 2>/dev/null || true
-AGENT_PID=
-"$HERD" --root-dir "$ROOT" image prune --all
+h 1 delete -f "$WORK/web.yaml" -f "$WORK/once.yaml" -f "$WORK/hello.yaml" --grace-period 1
+for _ in $(seq 100); do [ "$(h 1 get pods 2>/dev/null | wc -l)" -le 1 ] && break; sleep 0.1; done
+h 1 get pods
 echo "demo finished"

@@ -125,6 +125,15 @@ pub struct AgentArgs {
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/16")]
     pub service_cidr: ipnet::Ipv4Net,
+    /// How other nodes' pod CIDRs are reached: host-gw routes where the
+    /// node is on a connected subnet and VXLAN elsewhere (auto), or one of
+    /// them for every node.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub overlay: crate::cluster::routes::Overlay,
+    /// MTU of the pod bridge and veths (default 1500, 1450 with
+    /// `--overlay vxlan`: the overlay costs 50 bytes).
+    #[arg(long)]
+    pub pod_mtu: Option<u32>,
 }
 
 impl AgentArgs {
@@ -415,11 +424,22 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
         }
         None => args.pod_cidr,
     };
+    let vxlan_only = cluster.is_some() && args.overlay == crate::cluster::routes::Overlay::Vxlan;
     let network = PodNetworking::new(
         BridgeConfig {
             name: args.bridge.clone(),
             subnet: pod_cidr,
             masquerade: args.masquerade,
+            // Pod-to-pod and pod-to-service traffic keeps its source.
+            masquerade_exclude: match &cluster {
+                Some(_) => vec![args.cluster_cidr, args.service_cidr],
+                None => Vec::new(),
+            },
+            mtu: args.pod_mtu.unwrap_or(if vxlan_only {
+                1500 - herd_net::vxlan::VXLAN_OVERHEAD
+            } else {
+                1500
+            }),
             ..BridgeConfig::default()
         },
         &args.run_dir.join("net"),
@@ -529,11 +549,25 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     )));
     match &cluster {
         Some(node) => {
-            background.push(tokio::spawn(crate::cluster::routes::run(
-                store.clone(),
-                node_name.clone(),
-                stop_rx.clone(),
-            )));
+            match node.peer_addr.ip() {
+                std::net::IpAddr::V4(local) => {
+                    background.push(tokio::spawn(crate::cluster::routes::run(
+                        store.clone(),
+                        crate::cluster::routes::RouteConfig {
+                            me: node_name.clone(),
+                            overlay: args.overlay,
+                            local,
+                            pod_cidr,
+                        },
+                        stop_rx.clone(),
+                    )));
+                }
+                std::net::IpAddr::V6(_) => {
+                    tracing::warn!(
+                        "IPv6 node address: routes between nodes are IPv4-only; none set"
+                    )
+                }
+            }
             background.push(tokio::spawn(crate::cluster::leader::run(
                 store.clone(),
                 node.store.leadership(),

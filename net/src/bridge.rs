@@ -45,6 +45,10 @@ pub struct BridgeConfig {
     pub mtu: u32,
     pub hairpin: bool,
     pub masquerade: bool,
+    /// Destinations never masqueraded besides `subnet` (in a cluster: the
+    /// cluster's pod CIDR and the service CIDR, so pod-to-pod traffic
+    /// between nodes keeps its source address).
+    pub masquerade_exclude: Vec<Ipv4Net>,
 }
 
 impl Default for BridgeConfig {
@@ -56,6 +60,7 @@ impl Default for BridgeConfig {
             mtu: 1500,
             hairpin: true,
             masquerade: false,
+            masquerade_exclude: Vec::new(),
         }
     }
 }
@@ -286,6 +291,32 @@ fn nft(
     })?
 }
 
+/// The nft expression of the destinations never masqueraded: the subnet
+/// alone, or an anonymous set of it and the exclusions (a net inside
+/// another is dropped: nft refuses overlapping intervals).
+fn masquerade_exempt(subnet: Ipv4Net, exclude: &[Ipv4Net]) -> String {
+    let mut nets: Vec<Ipv4Net> = std::iter::once(subnet)
+        .chain(exclude.iter().map(Ipv4Net::trunc))
+        .collect();
+    nets.sort();
+    nets.dedup();
+    let kept: Vec<Ipv4Net> = nets
+        .iter()
+        .filter(|n| !nets.iter().any(|o| o != *n && o.contains(*n)))
+        .copied()
+        .collect();
+    match kept.as_slice() {
+        [one] => one.to_string(),
+        many => format!(
+            "{{ {} }}",
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Install (or refresh, atomically) the masquerade chain for `cfg`.
 pub fn ensure_masquerade(host: Option<&NetNs>, cfg: &BridgeConfig) -> Result<(), NetError> {
     cfg.validate()?;
@@ -294,7 +325,8 @@ pub fn ensure_masquerade(host: Option<&NetNs>, cfg: &BridgeConfig) -> Result<(),
     let script = format!(
         "table inet herd {{\n  chain {chain} {{\n    type nat hook postrouting priority srcnat; policy accept;\n  }}\n}}\n\
          flush chain inet herd {chain}\n\
-         add rule inet herd {chain} ip saddr {subnet} ip daddr != {subnet} masquerade\n"
+         add rule inet herd {chain} ip saddr {subnet} ip daddr != {} masquerade\n",
+        masquerade_exempt(subnet, &cfg.masquerade_exclude)
     );
     nft(host, "install masquerade", &["-f", "-"], Some(&script)).map(|_| ())
 }
@@ -366,6 +398,19 @@ mod tests {
     fn config_from_partial_json() {
         let cfg: BridgeConfig =
             serde_json::from_str(r#"{"subnet":"10.1.2.0/24","masquerade":true}"#).unwrap();
+        assert_eq!(
+            masquerade_exempt(cfg.subnet, &[]),
+            "10.1.2.0/24",
+            "no exclusions: the subnet alone"
+        );
+        let excl = [
+            "10.1.0.0/16".parse().unwrap(),
+            "10.96.0.0/16".parse().unwrap(),
+        ];
+        assert_eq!(
+            masquerade_exempt(cfg.subnet, &excl),
+            "{ 10.1.0.0/16, 10.96.0.0/16 }"
+        );
         assert_eq!(cfg.name, "herd0");
         assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 1, 2, 1));
         assert!(cfg.masquerade && cfg.hairpin);

@@ -100,7 +100,7 @@ pub enum NetError {
     /// A node route's gateway is not on a directly connected subnet (needs
     /// an overlay such as VXLAN, not implemented yet).
     #[error(
-        "route to {cidr}: gateway {via} is not on a directly connected subnet{}; an overlay (vxlan) is not supported yet",
+        "route to {cidr}: gateway {via} is not on a directly connected subnet{}; use the vxlan overlay (`sync_vxlan`) for it",
         dev.as_ref().map(|d| format!(" of {d}")).unwrap_or_default()
     )]
     GatewayNotDirect {
@@ -120,6 +120,10 @@ pub enum NetError {
     /// `nft` printed something we could not understand.
     #[error("nft {op}: unexpected output: {reason}")]
     NftOutput { op: &'static str, reason: String },
+    /// The VXLAN device's underlay address is not held by any link of the
+    /// netns; nothing was changed.
+    #[error("vxlan {name}: local address {local} is not assigned to any link of this netns")]
+    VxlanUnderlay { name: String, local: Ipv4Addr },
 }
 
 impl NetError {

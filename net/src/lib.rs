@@ -6,6 +6,9 @@
 //! - [`pod`]: one veth pair per pod interface, configured inside the pod
 //!   netns.
 //! - [`NodeNetwork`]: the agent's in-process path tying them together.
+//! - [`routes`]: host-gw routes to other nodes' pod CIDRs; [`vxlan`]: the
+//!   overlay for nodes on other subnets; [`service`]: Service virtual IPs
+//!   on nftables.
 //!
 //! Everything that touches the kernel takes the namespace to work in as a
 //! parameter, so several simulated nodes can live on one machine.
@@ -25,6 +28,7 @@ pub mod netns;
 pub mod pod;
 pub mod routes;
 pub mod service;
+pub mod vxlan;
 
 use std::path::Path;
 
@@ -35,6 +39,10 @@ pub use netns::{NetNs, NetlinkConn, connect_in, handle_in};
 pub use pod::{PodAttach, PodNetwork, attach, check, detach, host_veth_name, pod_mac, quiesce};
 pub use routes::{HERD_ROUTE_PROTOCOL, NodeRoute, RouteOwner, RouteSyncReport, sync_node_routes};
 pub use service::{Protocol, ProxyConfig, ServicePort, ServiceProxy, ServiceSpec};
+pub use vxlan::{
+    HERD_VXLAN_ROUTE_PROTOCOL, VxlanConfig, VxlanPeer, VxlanReport, directly_connected,
+    remove_vxlan, sync_vxlan, vtep_mac,
+};
 
 /// The failpoint environment variable (see crate docs).
 pub const FAILPOINT_ENV: &str = "HERD_NET_FAILPOINT";

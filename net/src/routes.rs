@@ -11,8 +11,9 @@
 //! - Every gateway must be on a directly connected subnet (an IPv4 address
 //!   of this netns, on `dev` when given, has a prefix containing it).
 //!   Otherwise [`NetError::GatewayNotDirect`] is returned before anything
-//!   is changed: such nodes need an overlay (VXLAN), which is not
-//!   implemented yet.
+//!   is changed: such nodes go through the VXLAN overlay
+//!   ([`crate::vxlan`], whose routes carry another protocol number, so the
+//!   two syncs never prune each other's routes).
 //! - IPv4 only.
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,11 +1,17 @@
-//! Routes to the other nodes' pod CIDRs (host-gw), from the Node objects.
+//! Routes to the other nodes' pod CIDRs, from the Node objects.
 //!
 //! Every node keeps, in its own network namespace, one route per other
-//! node: `<its spec.podCIDR> via <its InternalIP>`, owned by herd's route
-//! protocol ([`herd_net::sync_node_routes`]: foreign routes are never
-//! touched). Resynced on every Node change and every [`RESYNC`]; a Node
-//! whose address is not on a directly connected subnet is skipped with a
-//! log line (it would need an overlay, which is not implemented).
+//! node to `<its spec.podCIDR>`, resynced on every Node change and every
+//! [`RESYNC`]:
+//! - host-gw (`via <its InternalIP>`, [`herd_net::sync_node_routes`]) when
+//!   that address is on a directly connected subnet;
+//! - otherwise through the VXLAN overlay ([`herd_net::sync_vxlan`]: device
+//!   `herd.vxlan`, VNI 1, UDP 8472, each node's VTEP MAC derived from its
+//!   name with [`herd_net::vtep_mac`], so no extra state is exchanged).
+//!
+//! [`Overlay`] forces one or the other. Each kind of route carries its own
+//! protocol number, so neither sync touches the other's routes or any
+//! foreign route.
 //!
 //! The service CIDR gets a route through the pod bridge as well
 //! ([`ensure_service_route`]): the node's own processes reach ClusterIPs
@@ -27,10 +33,39 @@ use crate::store::Datastore;
 
 const RESYNC: Duration = Duration::from_secs(10);
 
+/// How other nodes' pod CIDRs are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Overlay {
+    /// host-gw where the node is on a connected subnet, VXLAN elsewhere.
+    Auto,
+    /// host-gw only (unreachable nodes are skipped with a log line).
+    HostGw,
+    /// VXLAN for every node.
+    Vxlan,
+}
+
+/// What the routes loop needs to know about this node.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub me: String,
+    pub overlay: Overlay,
+    /// This node's underlay address and pod CIDR (the VXLAN device's).
+    pub local: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
+}
+
 /// The routes this node wants: every other Node with a pod CIDR and an
 /// IPv4 InternalIP.
 pub fn desired(nodes: &[Value], me: &str) -> Vec<NodeRoute> {
-    let mut out: Vec<NodeRoute> = nodes
+    desired_named(nodes, me)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// [`desired`] with each route's node name.
+fn desired_named(nodes: &[Value], me: &str) -> Vec<(NodeRoute, String)> {
+    let mut out: Vec<(NodeRoute, String)> = nodes
         .iter()
         .filter(|n| n.pointer("/metadata/name").and_then(Value::as_str) != Some(me))
         .filter_map(|n| {
@@ -44,20 +79,67 @@ pub fn desired(nodes: &[Value], me: &str) -> Vec<NodeRoute> {
                 .as_str()?
                 .parse()
                 .ok()?;
-            Some(NodeRoute {
-                pod_cidr: cidr.trunc(),
-                via,
-                dev: None,
-            })
+            let name = n.pointer("/metadata/name")?.as_str()?.to_string();
+            Some((
+                NodeRoute {
+                    pod_cidr: cidr.trunc(),
+                    via,
+                    dev: None,
+                },
+                name,
+            ))
         })
         .collect();
-    out.sort_by_key(|r| r.pod_cidr);
-    out.dedup_by_key(|r| r.pod_cidr);
+    out.sort_by_key(|(r, _)| r.pod_cidr);
+    out.dedup_by_key(|(r, _)| r.pod_cidr);
     out
 }
 
+/// Splits `want` between host-gw and the overlay and applies both.
+async fn apply(
+    handle: &rtnetlink::Handle,
+    cfg: &RouteConfig,
+    want: &[(NodeRoute, String)],
+    vxlan_up: &mut bool,
+) -> Result<(), herd_net::NetError> {
+    let direct = match cfg.overlay {
+        Overlay::Vxlan => vec![false; want.len()],
+        Overlay::HostGw => vec![true; want.len()],
+        Overlay::Auto => {
+            let ips: Vec<Ipv4Addr> = want.iter().map(|(r, _)| r.via).collect();
+            herd_net::directly_connected(handle, &ips).await?
+        }
+    };
+    let (mut gw, mut peers) = (Vec::new(), Vec::new());
+    for ((route, name), direct) in want.iter().zip(direct) {
+        if direct {
+            gw.push(route.clone());
+        } else {
+            peers.push(herd_net::VxlanPeer {
+                pod_cidr: route.pod_cidr,
+                node_ip: route.via,
+                mac: herd_net::vtep_mac(name),
+            });
+        }
+    }
+    // The overlay first: a node moving from host-gw to VXLAN keeps a route.
+    if !peers.is_empty() || *vxlan_up {
+        let vcfg = herd_net::VxlanConfig::new(cfg.local, herd_net::vtep_mac(&cfg.me), cfg.pod_cidr);
+        let report = herd_net::sync_vxlan(handle, &vcfg, &peers).await?;
+        *vxlan_up = true;
+        if report.changed() {
+            tracing::info!(
+                peers = peers.len(),
+                mtu = report.mtu,
+                "vxlan overlay synced"
+            );
+        }
+    }
+    sync(handle, &gw).await
+}
+
 /// Keeps the routes equal to the Node objects until `stop`.
-pub async fn run(store: Arc<dyn Datastore>, me: String, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn Datastore>, cfg: RouteConfig, mut stop: watch::Receiver<bool>) {
     let conn = match herd_net::connect_in(None).await {
         Ok(c) => c,
         Err(e) => {
@@ -65,14 +147,15 @@ pub async fn run(store: Arc<dyn Datastore>, me: String, mut stop: watch::Receive
             return;
         }
     };
-    let mut last: Option<Vec<NodeRoute>> = None;
+    let mut last: Option<Vec<(NodeRoute, String)>> = None;
+    let mut vxlan_up = false;
     loop {
         let mut watch = store.watch(Resource::Nodes, None, None).ok();
         match store.list(Resource::Nodes, None) {
             Ok((nodes, _)) => {
-                let want = desired(&nodes, &me);
+                let want = desired_named(&nodes, &cfg.me);
                 if last.as_ref() != Some(&want) {
-                    match sync(conn.handle(), &want).await {
+                    match apply(conn.handle(), &cfg, &want, &mut vxlan_up).await {
                         Ok(()) => last = Some(want),
                         Err(e) => tracing::warn!(error = %e, "node routes"),
                     }

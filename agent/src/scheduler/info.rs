@@ -66,6 +66,18 @@ pub struct PodInfo {
     pub spread: Vec<SpreadConstraint>,
 }
 
+/// Whether kube-scheduler's system default spreading applies: the pod's
+/// controller is a ReplicaSet, ReplicationController or StatefulSet.
+fn has_spreading_owner(pod: &Pod) -> bool {
+    pod.metadata.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true)
+            && matches!(
+                o.kind.as_str(),
+                "ReplicaSet" | "ReplicationController" | "StatefulSet"
+            )
+    })
+}
+
 impl PodInfo {
     pub fn parse(pod: &Pod) -> Result<PodInfo, SchedulerError> {
         let key = PodKey::of(pod);
@@ -142,12 +154,15 @@ impl PodInfo {
             a.preferred_during_scheduling_ignored_during_execution
                 .as_ref()
         }))?;
-        let spread = spec
+        let mut spread = spec
             .and_then(|s| s.topology_spread_constraints.as_ref())
             .into_iter()
             .flatten()
             .map(|c| SpreadConstraint::parse(c, &labels))
             .collect::<Result<Vec<_>, _>>()?;
+        if spread.is_empty() && has_spreading_owner(pod) && !labels.is_empty() {
+            spread.push(SpreadConstraint::system_default_hostname(&labels));
+        }
         Ok(PodInfo {
             key,
             labels,

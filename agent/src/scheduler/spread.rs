@@ -13,8 +13,16 @@
 //! Score (`ScheduleAnyway`): per constraint `count * log(domains + 2) +
 //! maxSkew - 1`, summed; fewer matching pods is better; normalised as the
 //! plugin does (`100 * (max + min - s) / max`). Nodes without the keys
-//! score 0. The system default constraints (applied by kube-scheduler to
-//! pods of Services/ReplicaSets without constraints) are not applied.
+//! score 0.
+//!
+//! System default (kube-scheduler's `defaultingType: System`): a pod
+//! without constraints whose controller is a ReplicaSet,
+//! ReplicationController or StatefulSet gets `maxSkew: 3` over
+//! `kubernetes.io/hostname`, ScheduleAnyway, selecting pods with all of its
+//! labels (its siblings: the controller's selector is a subset of them).
+//! kube-scheduler's second default, `maxSkew: 5` over
+//! `topology.kubernetes.io/zone`, is left out: herd nodes carry no zone
+//! label by default, and a missing key would zero the hostname score.
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,6 +52,23 @@ pub struct SpreadConstraint {
 }
 
 impl SpreadConstraint {
+    /// The system default hostname constraint for a pod with `labels`.
+    pub fn system_default_hostname(labels: &Labels) -> SpreadConstraint {
+        SpreadConstraint {
+            max_skew: 3,
+            topology_key: "kubernetes.io/hostname".into(),
+            hard: false,
+            selector: Selector::everything().with_label_keys(
+                &labels.keys().cloned().collect::<Vec<_>>(),
+                labels,
+                false,
+            ),
+            min_domains: None,
+            honor_node_affinity: true,
+            honor_taints: false,
+        }
+    }
+
     pub fn parse(
         c: &TopologySpreadConstraint,
         own_labels: &Labels,

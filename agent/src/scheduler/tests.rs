@@ -469,3 +469,31 @@ fn invalid_pods_and_nodes_are_typed_errors() {
         "no nodes available to schedule pods"
     );
 }
+
+#[test]
+fn replicaset_pods_spread_over_hosts_by_default() {
+    // One node already carries a big unrelated pod: by allocation alone
+    // the replicas would avoid it; the system default spread (hostname,
+    // maxSkew 3, ScheduleAnyway) still gives every node some.
+    let mut s = sched(&[plain("n1", &[]), plain("n2", &[]), plain("n3", &[])]);
+    let big = cpu_pod("big", "1500m");
+    s.cache_mut().assume(PodInfo::parse(&big).unwrap(), "n3");
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..9 {
+        let mut p = pod(&format!("web-{i}"), json!({"app": "web"}), json!({}));
+        p.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1",
+                "uid": "u", "controller": true,
+            }))
+            .unwrap(),
+        ]);
+        let n = s.schedule(&p).unwrap();
+        *per_node.entry(n).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    assert!(per_node.values().all(|c| *c >= 2), "{per_node:?}");
+    // A pod without a controller gets no default constraint.
+    let lone = PodInfo::parse(&pod("lone", json!({"app": "web"}), json!({}))).unwrap();
+    assert!(lone.spread.is_empty());
+}

@@ -48,6 +48,7 @@ pub(super) fn bridge_config(c: &HerdConf, subnet: Ipv4Net, gateway: Ipv4Addr) ->
         mtu: c.mtu,
         hairpin: c.hairpin,
         masquerade: c.masquerade,
+        masquerade_exclude: Vec::new(),
     }
 }
 
