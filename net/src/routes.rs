@@ -24,7 +24,7 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
 };
 
 use crate::NetError;
@@ -67,14 +67,16 @@ pub struct RouteSyncReport {
     pub unchanged: usize,
 }
 
-/// A route as found in the kernel (only what we compare).
+/// A route as found in the kernel (only what the syncs compare); shared
+/// with the VXLAN overlay's sync.
 #[derive(Clone, Debug)]
-struct Existing {
-    dst: Ipv4Net,
-    gateway: Option<Ipv4Addr>,
-    oif: Option<u32>,
-    protocol: u8,
-    msg: RouteMessage,
+pub(crate) struct Existing {
+    pub(crate) dst: Ipv4Net,
+    pub(crate) gateway: Option<Ipv4Addr>,
+    pub(crate) oif: Option<u32>,
+    pub(crate) onlink: bool,
+    pub(crate) protocol: u8,
+    pub(crate) msg: RouteMessage,
 }
 
 /// Make the routes of `owner` in the netns of `handle` equal `desired`
@@ -215,7 +217,10 @@ async fn connected_subnets(handle: &rtnetlink::Handle) -> Result<Vec<(Ipv4Net, u
 }
 
 /// All IPv4 unicast routes of `table` with a non-zero prefix.
-async fn dump(handle: &rtnetlink::Handle, table: u32) -> Result<Vec<Existing>, NetError> {
+pub(crate) async fn dump(
+    handle: &rtnetlink::Handle,
+    table: u32,
+) -> Result<Vec<Existing>, NetError> {
     let req = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
     let mut stream = handle.route().get(req).execute();
     let mut out = Vec::new();
@@ -251,6 +256,7 @@ async fn dump(handle: &rtnetlink::Handle, table: u32) -> Result<Vec<Existing>, N
             dst,
             gateway,
             oif,
+            onlink: msg.header.flags.contains(RouteFlags::Onlink),
             protocol: u8::from(msg.header.protocol),
             msg,
         });

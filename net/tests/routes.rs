@@ -7,27 +7,12 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{NsGuard, ip_json, root_or_skip};
+use common::{NsGuard, ip, ip_json, root_or_skip};
 use herd_net::{
     HERD_ROUTE_PROTOCOL, NetError, NetNs, NodeRoute, RouteOwner, connect_in, sync_node_routes,
 };
-
-fn ip(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Two nodes: a (192.168.77.1, pods 10.251.1.0/24) and b (192.168.77.2,
 /// pods 10.251.2.0/24).

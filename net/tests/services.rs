@@ -21,27 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{NsGuard, root_or_skip};
+use common::{NsGuard, ip, root_or_skip};
 use herd_net::service::SyncStats;
 use herd_net::{NetError, NetNs, Protocol, ProxyConfig, ServicePort, ServiceProxy, ServiceSpec};
 use serde_json::Value;
 
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 88, 1);
-
-fn ip(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 struct Topo {
     node: NsGuard,

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{NsGuard, ip_json, ip_link_exists, root_or_skip};
+use common::{NsGuard, ip, ip_json, ip_link_exists, root_or_skip};
 use herd_net::vxlan::{DeviceChange, MAX_VNI, directly_connected};
 use herd_net::{
     HERD_ROUTE_PROTOCOL, HERD_VXLAN_ROUTE_PROTOCOL, NetError, NetNs, NodeRoute, RouteOwner,
@@ -20,20 +20,6 @@ use herd_net::{
 };
 
 const DEV: &str = "herd.vxlan";
-
-fn ip(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `bridge -n <ns> -j fdb show dev <DEV>` as (mac, dst, permanent).
 fn fdb(ns: &str) -> Vec<(String, String, bool)> {

@@ -12,67 +12,20 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
-};
+use netlink_packet_route::route::{RouteHeader, RouteProtocol};
 
 use super::{Changes, HERD_VXLAN_ROUTE_PROTOCOL, PeerMap, fmt_mac};
 use crate::NetError;
 use crate::error::errno;
 
 /// A route of the main table (only what we compare).
-pub(super) struct Route {
-    dst: Ipv4Net,
-    gateway: Option<Ipv4Addr>,
-    oif: Option<u32>,
-    onlink: bool,
-    protocol: u8,
-    msg: RouteMessage,
-}
+pub(super) type Route = crate::routes::Existing;
 
 const MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
 /// IPv4 unicast routes of the main table with a non-zero prefix.
 pub(super) async fn dump_routes(handle: &rtnetlink::Handle) -> Result<Vec<Route>, NetError> {
-    let req = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
-    let mut stream = handle.route().get(req).execute();
-    let mut out = Vec::new();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| NetError::netlink("get routes", e))?
-    {
-        if msg.header.address_family != AddressFamily::Inet {
-            continue;
-        }
-        let mut table = u32::from(msg.header.table);
-        let (mut dst, mut gateway, mut oif) = (None, None, None);
-        for a in &msg.attributes {
-            match a {
-                RouteAttribute::Table(t) => table = *t,
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
-                RouteAttribute::Oif(i) => oif = Some(*i),
-                _ => {}
-            }
-        }
-        let len = msg.header.destination_prefix_length;
-        let (Some(dst), true) = (dst, table == MAIN && len > 0) else {
-            continue;
-        };
-        let Ok(dst) = Ipv4Net::new(dst, len) else {
-            continue;
-        };
-        out.push(Route {
-            dst,
-            gateway,
-            oif,
-            onlink: msg.header.flags.contains(RouteFlags::Onlink),
-            protocol: u8::from(msg.header.protocol),
-            msg,
-        });
-    }
-    Ok(out)
+    crate::routes::dump(handle, MAIN).await
 }
 
 /// A route of another owner for a wanted CIDR is a conflict.

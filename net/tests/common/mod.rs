@@ -67,6 +67,21 @@ impl Drop for NsGuard {
 }
 
 /// `ip -n <ns> -j <args>` parsed (independent view; tests only).
+/// `ip -n <ns> <args>`, which must succeed.
+pub fn ip(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip -n {ns} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new("ip")
         .args(["-n", ns, "-j"])
