@@ -1,18 +1,24 @@
 //! Gossip failure detection and dissemination (issue 6 goal: with 1,000
 //! members, every member knows of a failure in under 5 s).
 //!
-//! `cargo bench -p herd-agent --bench gossip [-- --members 1000 --failures 10 --udp 60 --udp-failures 5]`
+//! `cargo bench -p herd-agent --bench gossip [-- --members 1000 --failures 10
+//! --small 50 --small-failures 10 --seeds 5 --udp 60 --udp-failures 10 --baseline 1]`
 //!
 //! (1) Simulated network (`cluster::gossip::sim`): `--members` real foca
 //! cores with real sealing, simulated time, 0.2-1.0 ms one-way latency.
 //! The members start converged; `--failures` members are killed one after
 //! another; for each, the simulated time from the kill until the first
 //! member declares it down and until every live member does.
+//! (1b) The same at `--small` members over `--seeds` seeds (the straggler
+//! case: a member the epidemic missed).
 //! (2) Real UDP on 127.0.0.1: `--udp` `Gossip` tasks in one tokio runtime
 //! joined through one seed; `--udp-failures` members dropped (no leave)
 //! one after another; wall-clock times from the drop until the first and
 //! the last survivor report `Down`.
-//! Both print median/p99 and datagrams/bytes per member per second.
+//! Each prints median/p99/max and datagrams/bytes per member per second.
+//! With `--baseline 1` (the default) each runs twice: as the daemon runs
+//! (down digests on) and with the down digests off (`down_digest_for` 0,
+//! plain foca dissemination), the baseline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -47,14 +53,19 @@ fn ms(d: Duration) -> String {
 
 fn print_tuning(t: &Tuning) {
     println!(
-        "  tuning: probe_period {} probe_rtt {} indirect {} suspicion {} gossip {} x{} max_tx {}",
+        "  tuning: probe_period {} probe_rtt {} indirect {} suspicion {} gossip {} x{} max_tx {} down digests {}",
         ms(t.probe_period),
         ms(t.probe_rtt),
         t.indirect_probes,
         ms(t.suspicion()),
         ms(t.gossip_interval),
         t.gossip_fanout,
-        t.max_transmissions()
+        t.max_transmissions(),
+        if t.down_digest_for.is_zero() {
+            "off".to_string()
+        } else {
+            format!("{} s", t.down_digest_for.as_secs())
+        }
     );
 }
 
@@ -78,16 +89,32 @@ fn report(label: &str, row: &mut Row, goal: Option<Duration>) {
     );
 }
 
-fn simulated(members: usize, failures: usize) {
-    let cfg = SimConfig::lan(members);
-    println!(
-        "(1) simulated network: {members} members, latency {}-{} us, loss {}, sealing {}",
-        cfg.latency.as_micros(),
-        (cfg.latency + cfg.jitter).as_micros(),
-        cfg.loss,
-        cfg.seal
-    );
-    print_tuning(&cfg.tuning);
+fn label(digests: bool) -> &'static str {
+    if digests {
+        "down digests on"
+    } else {
+        "BASELINE digests off"
+    }
+}
+
+/// One simulated run; returns the detection times (first, everyone).
+fn simulated(members: usize, failures: usize, digests: bool, seed: u64, verbose: bool) -> Row {
+    let mut cfg = SimConfig::lan(members);
+    cfg.seed = seed;
+    if !digests {
+        cfg.tuning.down_digest_for = Duration::ZERO;
+    }
+    if verbose {
+        println!(
+            "(1) simulated network: {members} members, latency {}-{} us, loss {}, sealing {}, {}",
+            cfg.latency.as_micros(),
+            (cfg.latency + cfg.jitter).as_micros(),
+            cfg.loss,
+            cfg.seal,
+            label(digests)
+        );
+        print_tuning(&cfg.tuning);
+    }
     let wall = Instant::now();
     let mut sim = Sim::new(cfg).unwrap();
     let warmup = Duration::from_secs(5);
@@ -108,8 +135,19 @@ fn simulated(members: usize, failures: usize) {
         if times.len() < alive {
             incomplete += 1;
         }
+        let last = times.last().copied().unwrap_or_default();
+        if last >= Duration::from_secs(5) {
+            let second = times.len().saturating_sub(2);
+            println!(
+                "    slow: seed {seed} failure {f} (node-{victim}): first {}, all but one {}, everyone {}, {} of {alive} know",
+                ms(times.first().copied().unwrap_or_default()),
+                ms(times.get(second).copied().unwrap_or_default()),
+                ms(last),
+                times.len()
+            );
+        }
         row.first.push(times.first().copied().unwrap_or_default());
-        row.all.push(times.last().copied().unwrap_or_default());
+        row.all.push(last);
         // Let the cluster settle before the next failure.
         let settle = sim.now() + Duration::from_secs(2);
         sim.run_until(settle);
@@ -117,6 +155,9 @@ fn simulated(members: usize, failures: usize) {
     let traffic = sim.traffic();
     let secs = (sim.now() - t_traffic0).as_secs_f64();
     let per = (members as f64) * secs;
+    if !verbose {
+        return row;
+    }
     report(
         &format!("{failures} failures (sim time)"),
         &mut row,
@@ -130,6 +171,35 @@ fn simulated(members: usize, failures: usize) {
         wall.elapsed().as_secs_f64(),
         sim.now().as_secs_f64()
     );
+    row
+}
+
+/// Many failures at a small size over several seeds: the worst case.
+fn simulated_small(members: usize, failures: usize, seeds: u64, digests: bool) {
+    println!(
+        "(1b) simulated, {members} members, {seeds} seeds x {failures} failures, {}:",
+        label(digests)
+    );
+    let mut all = Row {
+        first: vec![],
+        all: vec![],
+    };
+    for seed in 1..=seeds {
+        let row = simulated(members, failures, digests, seed, false);
+        all.first.extend(row.first);
+        all.all.extend(row.all);
+    }
+    let slow = all
+        .all
+        .iter()
+        .filter(|d| **d >= Duration::from_secs(5))
+        .count();
+    report(
+        &format!("{} failures (sim time)", all.all.len()),
+        &mut all,
+        Some(Duration::from_secs(5)),
+    );
+    println!("  failures known by everyone only after 5 s or more: {slow}");
 }
 
 fn meta(name: &str) -> NodeMeta {
@@ -143,9 +213,15 @@ fn meta(name: &str) -> NodeMeta {
     }
 }
 
-async fn real_udp(n: usize, failures: usize) {
-    let tuning = Tuning::lan(u32::try_from(n).unwrap());
-    println!("(2) real UDP on 127.0.0.1: {n} members, one tokio runtime (2 worker threads)");
+async fn real_udp(n: usize, failures: usize, digests: bool) {
+    let mut tuning = Tuning::lan(u32::try_from(n).unwrap());
+    if !digests {
+        tuning.down_digest_for = Duration::ZERO;
+    }
+    println!(
+        "(2) real UDP on 127.0.0.1: {n} members, one tokio runtime (2 worker threads), {}",
+        label(digests)
+    );
     print_tuning(&tuning);
     let key = [7u8; 32];
     let mk = |i: usize, seeds| {
@@ -260,14 +336,35 @@ async fn real_udp(n: usize, failures: usize) {
 fn main() {
     let members = arg("--members", 1000);
     let failures = arg("--failures", 10);
+    let small = arg("--small", 50);
+    let small_failures = arg("--small-failures", 10);
+    let seeds = arg("--seeds", 5) as u64;
     let udp = arg("--udp", 60);
-    let udp_failures = arg("--udp-failures", 5);
+    let udp_failures = arg("--udp-failures", 10);
+    let modes: &[bool] = if arg("--baseline", 1) == 1 {
+        &[true, false]
+    } else {
+        &[true]
+    };
     println!("gossip failure detection benchmark");
-    simulated(members, failures);
+    for &digests in modes {
+        if members > 0 {
+            simulated(members, failures, digests, 1, true);
+        }
+    }
+    for &digests in modes {
+        if small > 0 {
+            simulated_small(small, small_failures, seeds, digests);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(real_udp(udp.max(3), udp_failures));
+    for &digests in modes {
+        if udp > 0 {
+            rt.block_on(real_udp(udp.max(3), udp_failures, digests));
+        }
+    }
 }

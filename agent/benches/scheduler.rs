@@ -7,7 +7,12 @@
 //! anti-affinity groups of 5, 20% zone topology spread groups of 50
 //! (maxSkew 1, DoNotSchedule), 5% tolerating the taint.
 //!
-//! (1) the pure algorithm: `Cache` + `schedule_batch` in batches of 256;
+//! (1) the pure algorithm: `Cache` + `schedule_batch` in batches of 256,
+//! next to a baseline over the same cache and pods: next-fit (the first
+//! node, from where the last pod went, that passes the stateless filters
+//! and has the CPU/memory left; no scoring, no pod-to-pod constraints, so
+//! it ignores anti-affinity and spread: a speed ceiling for one pass over
+//! the filters, not an equal scheduler);
 //! (2) end-to-end through the loop (`scheduler::run::run`) over a
 //! `LocalStore`: pods are created first (untimed), then the time from the
 //! loop's start until every pod is bound in the store, with the store on
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use herd_agent::api::Resource;
 use herd_agent::scheduler::run::{RunConfig, run};
-use herd_agent::scheduler::{Config, Scheduler};
+use herd_agent::scheduler::{Config, PodInfo, Scheduler, filters};
 use herd_agent::store::local::LocalStore;
 use herd_agent::store::{Datastore, Key};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -134,6 +139,57 @@ fn algorithm(nodes: usize, pods: usize) -> Row {
         pods,
         secs,
         note: format!("{failed} unschedulable"),
+    }
+}
+
+/// The baseline (see the module docs): next-fit over the same cache.
+fn next_fit(nodes: usize, pods: usize) -> Row {
+    let node_objs: Vec<Node> = (0..nodes)
+        .map(|i| serde_json::from_value(node_json(i)).unwrap())
+        .collect();
+    let names: Vec<String> = node_objs
+        .iter()
+        .map(|n| n.metadata.name.clone().unwrap())
+        .collect();
+    let pod_objs: Vec<Pod> = (0..pods)
+        .map(|i| serde_json::from_value(pod_json(i)).unwrap())
+        .collect();
+    let mut s = Scheduler::new(Config::default());
+    for n in &node_objs {
+        s.cache_mut().upsert_node(n).unwrap();
+    }
+    let cache = s.cache_mut();
+    let start = Instant::now();
+    let (mut failed, mut next) = (0, 0);
+    for pod in &pod_objs {
+        let info = PodInfo::parse(pod).unwrap();
+        let want = &info.requests.exact;
+        let fits = (0..names.len())
+            .map(|k| (next + k) % names.len())
+            .find(|&i| {
+                let node = cache.node(&names[i]).unwrap();
+                let used = cache.requested(&names[i]).unwrap();
+                filters::node_unschedulable(&info, node).is_none()
+                    && filters::node_name(&info, node).is_none()
+                    && filters::taint_toleration(&info, node).is_none()
+                    && filters::node_affinity(&info, node).is_none()
+                    && want.milli_cpu <= node.allocatable.milli_cpu.saturating_sub(used.milli_cpu)
+                    && want.memory <= node.allocatable.memory.saturating_sub(used.memory)
+            });
+        match fits {
+            Some(i) => {
+                cache.assume(info, &names[i]);
+                next = i;
+            }
+            None => failed += 1,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Row {
+        what: format!("BASELINE next-fit, {nodes} nodes"),
+        pods,
+        secs,
+        note: format!("{failed} unschedulable; filters + cpu/mem only, no scores"),
     }
 }
 
@@ -250,7 +306,7 @@ fn main() {
     let pods = arg("--pods", 10_000);
     let e2e = arg("--e2e-pods", pods);
     let disk_pods = arg("--disk-pods", 2000);
-    let mut rows = vec![algorithm(nodes, pods)];
+    let mut rows = vec![algorithm(nodes, pods), next_fit(nodes, pods)];
     if nodes != 5000 && arg("--big", 1) == 1 {
         rows.push(algorithm(5000, pods));
     }

@@ -2,7 +2,8 @@
 //!
 //! Each object is read (`GET`); absent → `POST` (`pod/web created`);
 //! present → `PUT` of the live object merged with the manifest at the live
-//! `resourceVersion` (`pod/web configured`), unless every field the manifest
+//! `resourceVersion` (`pod/web configured`; a 409 is retried with a fresh
+//! read, up to 5 times), unless every field the manifest
 //! sets already has that value and nothing was removed since the last
 //! apply (`pod/web unchanged`). As kubectl, the manifest is recorded in the
 //! `kubectl.kubernetes.io/last-applied-configuration` annotation, so fields
@@ -293,8 +294,19 @@ pub fn merge(live: &Value, manifest: &Value, last: Option<&Value>) -> Value {
     }
 }
 
-/// Applies one object.
+/// Applies one object; a conflict (a controller wrote the object between
+/// our read and our write) is retried with a fresh read, as kubectl does.
 pub async fn apply_one(ctx: &Ctx, t: &Target) -> Result<Outcome, ClientError> {
+    let mut attempt = 0;
+    loop {
+        match apply_once(ctx, t).await {
+            Err(e) if e.is_conflict() && attempt < 5 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(ctx: &Ctx, t: &Target) -> Result<Outcome, ClientError> {
     let mut desired = t.object.clone();
     let record = format!("{}\n", t.object);
     if let Some(a) = annotations_mut(&mut desired) {

@@ -88,6 +88,11 @@ impl ClientError {
     pub fn is_not_found(&self) -> bool {
         self.api().is_some_and(|f| f.code == 404)
     }
+
+    /// 409 Conflict (the object changed since it was read).
+    pub fn is_conflict(&self) -> bool {
+        self.api().is_some_and(|f| f.code == 409)
+    }
 }
 
 /// Turns an error body into an [`ApiFailure`].

@@ -95,6 +95,11 @@ pub enum StoreError {
     Expired { requested: u64, oldest: u64 },
     #[error("store {path}: {reason}")]
     Backend { path: String, reason: String },
+    /// A replicated write not confirmed in time (no reachable leader or no
+    /// quorum). It may still be applied later: answered 504 Timeout, as
+    /// the Kubernetes API does when an operation may still complete.
+    #[error("{reason}; the write may still complete")]
+    Timeout { reason: String },
     #[error("object {name}: {reason}")]
     Encoding { name: String, reason: String },
 }
@@ -112,6 +117,9 @@ impl From<StoreError> for ApiError {
             StoreError::Expired { .. } => ApiError::expired(e.to_string()),
             StoreError::Backend { .. } | StoreError::Encoding { .. } => {
                 ApiError::internal(e.to_string())
+            }
+            StoreError::Timeout { .. } => {
+                ApiError::new(crate::api::error::Reason::Timeout, e.to_string())
             }
         }
     }

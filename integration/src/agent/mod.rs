@@ -11,7 +11,8 @@
 //! removes by exact name whatever remains: runc containers of the agent's
 //! runc roots, monitor processes whose command line names the run dir,
 //! mounts under the fixture's dirs, the cgroup `<cgroup_name>` in every
-//! controller hierarchy, the network namespace and the dirs. Names are
+//! controller hierarchy, the network namespace (unless the caller passed
+//! one in [`AgentOpts::netns`]) and the dirs. Names are
 //! unique per process and fixture (pid + counter).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,12 +29,15 @@ use serde_json::Value;
 
 use crate::ImageOpts;
 
+pub mod cluster;
 mod host;
 mod http;
+mod objects;
 
 use host::{cgroup_dirs, create_netns, remove_cgroup_tree, remove_netns, runc_roots, sigkill};
 pub use host::{mounts_under, pids_with_cmdline};
 use http::Chunked;
+pub use objects::{condition, container_status, pod, sh_container, tail};
 
 /// The image every agent gets imported.
 pub const IMAGE: &str = "herd.test/busybox:latest";
@@ -44,6 +48,12 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 #[derive(Clone, Debug, Default)]
 pub struct AgentOpts {
     pub args: Vec<String>,
+    /// Run inside this existing netns (the caller creates and removes it)
+    /// instead of a new one.
+    pub netns: Option<PathBuf>,
+    /// Return from [`Agent::start`] once spawned, without waiting for
+    /// `/readyz` (see [`Agent::wait_ready`]).
+    pub no_wait: bool,
 }
 
 impl AgentOpts {
@@ -78,6 +88,7 @@ pub struct Agent {
     pub node_name: String,
     opts: AgentOpts,
     child: Option<Child>,
+    own_netns: bool,
 }
 
 impl Agent {
@@ -100,8 +111,9 @@ impl Agent {
             herd: herd.to_path_buf(),
             base: base.clone(),
             run: run.clone(),
-            netns: run.join("netns"),
+            netns: opts.netns.clone().unwrap_or_else(|| run.join("netns")),
             netns_fd: None,
+            own_netns: opts.netns.is_none(),
             cgroup_name: format!("herd-t{pid}-{n}"),
             bridge: format!("hb{}x{n}", pid % 100_000),
             pod_cidr: format!("10.{}.{}.0/24", 100 + pid % 100, n % 256),
@@ -123,7 +135,13 @@ impl Agent {
         ] {
             std::fs::create_dir_all(&d).with_context(|| format!("mkdir {}", d.display()))?;
         }
-        agent.netns_fd = Some(create_netns(&agent.netns)?);
+        agent.netns_fd = Some(if agent.own_netns {
+            create_netns(&agent.netns)?
+        } else {
+            std::fs::File::open(&agent.netns)
+                .with_context(|| format!("open netns {}", agent.netns.display()))?
+                .into()
+        });
         let layout = base.join("layout");
         crate::write_oci_layout(&layout, &ImageOpts::new(IMAGE))?;
         let out = agent.cli(&["image", "import", &layout.to_string_lossy()])?;
@@ -131,7 +149,9 @@ impl Agent {
             bail!("image import failed: {}", out.stderr);
         }
         agent.spawn()?;
-        agent.wait_ready(Duration::from_secs(30))?;
+        if !agent.opts.no_wait {
+            agent.wait_ready(Duration::from_secs(30))?;
+        }
         Ok(agent)
     }
 
@@ -210,7 +230,9 @@ impl Agent {
         Ok(())
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    /// Waits until `/readyz` answers `ok`; errors (with the log) if the
+    /// agent exits first or after `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -266,6 +288,32 @@ impl Agent {
         self.kill9()?;
         self.spawn()?;
         self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Starts the agent again over the same dirs without waiting for
+    /// readiness (after [`Agent::kill9`] or [`Agent::stop`]).
+    pub fn respawn(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    /// Waits (up to `timeout`) for the agent to exit by itself; its exit
+    /// code (`-1` when killed by a signal), or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(Some(st.code().unwrap_or(-1)));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs `herd --root-dir ROOT ARGS…` (stdin closed).
@@ -516,45 +564,6 @@ impl Agent {
     }
 }
 
-/// A v1 Pod object named `name` with `spec`.
-pub fn pod(name: &str, spec: Value) -> Value {
-    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
-}
-
-/// A container of the test image running `sh -c script`.
-pub fn sh_container(name: &str, script: &str) -> Value {
-    serde_json::json!({
-        "name": name,
-        "image": IMAGE,
-        "imagePullPolicy": "Never",
-        "command": ["sh", "-c", script],
-    })
-}
-
-/// The last `n` lines of `s`.
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The status of container `name` (containers, then init containers).
-pub fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
-    ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .filter_map(|k| pod["status"][k].as_array())
-        .flatten()
-        .find(|c| c["name"] == name)
-}
-
-/// The status of condition `ty` ("True"/"False"), if present.
-pub fn condition<'a>(pod: &'a Value, ty: &str) -> Option<&'a str> {
-    pod["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == ty)?["status"]
-        .as_str()
-}
-
 impl Drop for Agent {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -568,7 +577,12 @@ impl Drop for Agent {
             eprintln!("agent {}: SIGTERM ignored, killed", self.name);
         }
         let run = self.run.to_string_lossy().into_owned();
-        for root in runc_roots(&[self.run_dir(), self.root(), self.run.clone()]) {
+        for root in runc_roots(&[
+            self.run_dir(),
+            self.run_dir().join("runtime"),
+            self.root(),
+            self.run.clone(),
+        ]) {
             let out = Command::new("runc")
                 .arg("--root")
                 .arg(&root)
@@ -604,7 +618,9 @@ impl Drop for Agent {
             }
         }
         self.netns_fd = None;
-        remove_netns(&self.netns);
+        if self.own_netns {
+            remove_netns(&self.netns);
+        }
         let _ = std::fs::remove_dir_all(&self.run);
         let _ = std::fs::remove_dir_all(&self.base);
     }

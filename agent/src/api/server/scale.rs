@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{ApiState, Failure};
 use crate::api::label_selector;
 use crate::api::{ApiError, FieldError};
-use crate::store::{Key, resource_version};
+use crate::store::{Key, StoreError, resource_version};
 
 /// The Scale of a stored Deployment or ReplicaSet.
 pub fn to_scale(obj: &Value) -> Value {
@@ -93,23 +93,36 @@ pub(super) fn put_scale(
             })
         })
         .transpose()?;
-    let current = state.store.get(key)?;
-    let mut next = current.clone();
-    let changed = current["spec"]["replicas"].as_i64() != Some(i64::from(replicas));
-    if let Some(spec) = next.pointer_mut("/spec").and_then(Value::as_object_mut) {
-        spec.insert("replicas".into(), json!(replicas));
-    }
-    if changed && let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-        let g = m.get("generation").and_then(Value::as_i64).unwrap_or(0);
-        m.insert("generation".into(), json!(g.saturating_add(1)));
-    }
-    if dry {
-        return Ok(to_scale(&next));
-    }
-    if let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    let expected = expected.or_else(|| resource_version(&current));
-    let stored = state.store.update(key, next, expected)?;
+    // Without a resourceVersion the client asks for "set replicas to N"
+    // whatever else changed: retried on conflict (controllers write the
+    // same object), as the API server's update retry does.
+    let mut attempts = 0;
+    let stored = loop {
+        let current = state.store.get(key)?;
+        let mut next = current.clone();
+        let changed = current["spec"]["replicas"].as_i64() != Some(i64::from(replicas));
+        if let Some(spec) = next.pointer_mut("/spec").and_then(Value::as_object_mut) {
+            spec.insert("replicas".into(), json!(replicas));
+        }
+        if changed && let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+            let g = m.get("generation").and_then(Value::as_i64).unwrap_or(0);
+            m.insert("generation".into(), json!(g.saturating_add(1)));
+        }
+        if dry {
+            return Ok(to_scale(&next));
+        }
+        if let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        match state
+            .store
+            .update(key, next, expected.or_else(|| resource_version(&current)))
+        {
+            Err(StoreError::Conflict { .. }) if expected.is_none() && attempts < 16 => {
+                attempts += 1;
+            }
+            other => break other?,
+        }
+    };
     Ok(to_scale(&stored))
 }

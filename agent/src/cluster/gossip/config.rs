@@ -11,7 +11,7 @@
 //! | `suspicion_multiplier` | 1.5 | suspicion = `probe_period` x mult x max(1, log10 N) |
 //! | `min_suspicion` | 1.5 s | floor of the suspicion timeout |
 //! | `gossip_interval`/`gossip_fanout` | 200 ms / 3 | periodic push of pending updates |
-//! | `down_digest_for` | 10 s | how long a failure verdict is re-sent, one digest per maintenance tick to a random member ([`super::downs`]) |
+//! | `down_digest_for` | 5 s | how long a failure verdict is re-sent, one digest per maintenance tick to a random member ([`super::downs`]) |
 //!
 //! A silent member is first probed within about N probe periods in the
 //! worst case (each member cycles through a shuffled list, so with N
@@ -79,7 +79,7 @@ impl Tuning {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             maintenance_interval: Duration::from_millis(250),
-            down_digest_for: Duration::from_secs(10),
+            down_digest_for: Duration::from_secs(5),
         }
     }
 
@@ -212,6 +212,7 @@ mod tests {
         );
         assert_eq!(Tuning::lan(3).max_transmissions(), 6);
         assert_eq!(Tuning::lan(1000).max_transmissions(), 12);
+        assert_eq!(Tuning::lan(3).down_digest_ticks(), 20);
         let bound = Tuning::lan(3).detection_bound(3);
         assert_eq!(bound, Duration::from_millis(2000 + 1500 + 1000));
     }

@@ -176,9 +176,14 @@ impl RaftStoreError {
 
 impl From<RaftStoreError> for StoreError {
     fn from(e: RaftStoreError) -> StoreError {
-        StoreError::Backend {
-            path: e.node(),
-            reason: e.to_string(),
+        match e {
+            RaftStoreError::Timeout { .. } => StoreError::Timeout {
+                reason: e.to_string(),
+            },
+            _ => StoreError::Backend {
+                path: e.node(),
+                reason: e.to_string(),
+            },
         }
     }
 }

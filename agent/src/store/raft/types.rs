@@ -165,6 +165,11 @@ impl From<&StoreError> for WireError {
                 name: name.clone(),
                 reason: reason.clone(),
             },
+            // Never a state machine outcome (it is the caller's wait).
+            StoreError::Timeout { reason } => WireError::Backend {
+                path: String::new(),
+                reason: reason.clone(),
+            },
         }
     }
 }
