@@ -130,6 +130,14 @@ pub struct AgentArgs {
     /// them for every node.
     #[arg(long, value_enum, default_value = "auto")]
     pub overlay: crate::cluster::routes::Overlay,
+    /// Gossip probe period: each node probes one other per period (failure
+    /// detection in a few periods plus the suspicion time).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub gossip_probe_period: std::time::Duration,
+    /// Time a suspected node has to refute before it is declared down (a
+    /// floor: large clusters wait longer, scaled by log10 of their size).
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    pub gossip_suspicion: std::time::Duration,
     /// MTU of the pod bridge and veths (default 1500, 1450 with
     /// `--overlay vxlan`: the overlay costs 50 bytes).
     #[arg(long)]
@@ -302,6 +310,12 @@ async fn open_backing(
             "cannot find this node's address (no default route): pass --advertise-address"
         ),
     };
+    if args.gossip_probe_period < Duration::from_millis(50) {
+        anyhow::bail!(
+            "--gossip-probe-period {:?} is too short (at least 50ms)",
+            args.gossip_probe_period
+        );
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let node = ClusterNode::start(ClusterConfig {
         dir: cluster_dir,
@@ -316,7 +330,12 @@ async fn open_backing(
             memory_bytes: node_memory,
             pods: crate::kubelet::node::MAX_PODS,
         },
-        tuning: Tuning::default(),
+        tuning: Tuning {
+            probe_period: args.gossip_probe_period,
+            probe_rtt: (args.gossip_probe_period * 2 / 5).min(Duration::from_millis(200)),
+            min_suspicion: args.gossip_suspicion,
+            ..Tuning::default()
+        },
     })
     .await
     .context("starting the cluster node")?;
@@ -420,7 +439,14 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
             .await
             .context("registering this node")?
             .context("registering this node's Node object")?;
-            wait_pod_cidr(&store, &node_name, Duration::from_secs(60)).await?
+            let cidr = wait_pod_cidr(&store, &node_name, Duration::from_secs(60)).await?;
+            if let Ok(obj) = store.get(&crate::store::Key::cluster(
+                crate::api::Resource::Nodes,
+                &node_name,
+            )) {
+                node.publish_node(&obj, tcp).await;
+            }
+            cidr
         }
         None => args.pod_cidr,
     };

@@ -158,6 +158,49 @@ impl ClusterNode {
         })
     }
 
+    /// Gossips this node's metadata again with what the store assigned:
+    /// its pod CIDR, and the labels and taints of its Node object.
+    pub async fn publish_node(&self, node: &Value, api_addr: Option<SocketAddr>) {
+        let mut meta = self
+            .gossip
+            .members()
+            .into_iter()
+            .find(|m| m.name == self.name)
+            .map(|m| m.meta)
+            .unwrap_or_default();
+        if let Some(cidr) = node.pointer("/spec/podCIDR").and_then(Value::as_str) {
+            meta.pod_cidr = cidr.to_string();
+        }
+        if let Some(a) = api_addr {
+            meta.api_addr = a.to_string();
+        }
+        meta.labels = node
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        meta.taints = node
+            .pointer("/spec/taints")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| super::gossip::Taint {
+                        key: t["key"].as_str().unwrap_or("").to_string(),
+                        value: t["value"].as_str().unwrap_or("").to_string(),
+                        effect: t["effect"].as_str().unwrap_or("").to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Err(e) = self.gossip.set_meta(meta).await {
+            tracing::warn!(error = %e, "gossiping this node's metadata");
+        }
+    }
+
     /// Waits until this node is a member of the Raft group and knows a
     /// leader (a joining node: until the leader has added it).
     pub async fn wait_member(&self, timeout: Duration) -> Result<(), ClusterError> {
@@ -203,6 +246,11 @@ impl ClusterNode {
                     "state": format!("{:?}", g.state).to_lowercase(),
                     "addr": g.addr.to_string(),
                     "peerAddr": g.meta.rpc_addr,
+                    "podCIDR": g.meta.pod_cidr,
+                    "version": g.meta.version,
+                    "capacity": {"cpuMillis": g.meta.capacity.cpu_millis,
+                                 "memoryBytes": g.meta.capacity.memory_bytes,
+                                 "pods": g.meta.capacity.pods},
                 })
             })
             .collect();
