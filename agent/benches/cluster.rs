@@ -15,7 +15,6 @@
 
 use std::time::{Duration, Instant};
 
-use herd_integration::agent::IMAGE;
 use herd_integration::agent::cluster::{Cluster, ClusterOpts, is_running};
 use serde_json::json;
 
@@ -55,32 +54,6 @@ fn ms(d: Duration) -> String {
 fn configmap(name: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": "default"}, "data": {"k": name}})
-}
-
-fn deployment() -> String {
-    format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: bench}}
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {{app: bench}}
-  template:
-    metadata:
-      labels: {{app: bench}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      containers:
-      - name: c
-        image: {IMAGE}
-        imagePullPolicy: Never
-        command: ["sh", "-c", "exec sleep 3600"]
-        resources:
-          requests: {{cpu: 100m, memory: 16Mi}}
-"#
-    )
 }
 
 /// SIGKILLs the leader; time until a survivor leads with a higher term and
@@ -186,7 +159,10 @@ fn main() {
 
     let failovers: Vec<Duration> = (0..trials).map(|t| failover_trial(&mut c, t)).collect();
 
-    let out = c.node(0).apply(&deployment()).unwrap();
+    let out = c
+        .node(0)
+        .apply(&herd_integration::agent::sleeper_deployment("bench", 3))
+        .unwrap();
     assert_eq!(out.status, 0, "apply: {out:?}");
     c.wait_app(0, "bench", (3, false), &[], Duration::from_secs(120))
         .unwrap();

@@ -18,37 +18,13 @@ use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use herd_integration::agent::IMAGE;
 use herd_integration::agent::cluster::{Cluster, ClusterOpts};
 use serde_json::{Value, json};
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
 
 fn sleepers(replicas: u32) -> String {
-    format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: part
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: part}}
-  template:
-    metadata:
-      labels: {{app: part}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      containers:
-      - name: c
-        image: {IMAGE}
-        imagePullPolicy: Never
-        command: ["sh", "-c", "exec sleep 3600"]
-        resources:
-          requests: {{cpu: 100m, memory: 16Mi}}
-"#
-    )
+    herd_integration::agent::sleeper_deployment("part", replicas)
 }
 
 fn configmap(name: &str) -> Value {

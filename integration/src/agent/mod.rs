@@ -37,7 +37,7 @@ mod objects;
 use host::{cgroup_dirs, create_netns, remove_cgroup_tree, remove_netns, runc_roots, sigkill};
 pub use host::{mounts_under, pids_with_cmdline};
 use http::Chunked;
-pub use objects::{condition, container_status, pod, sh_container, tail};
+pub use objects::{condition, container_status, pod, sh_container, sleeper_deployment, tail};
 
 /// The image every agent gets imported.
 pub const IMAGE: &str = "herd.test/busybox:latest";

@@ -43,3 +43,33 @@ pub fn condition<'a>(pod: &'a Value, ty: &str) -> Option<&'a str> {
         .find(|c| c["type"] == ty)?["status"]
         .as_str()
 }
+
+/// A Deployment of `replicas` pods of the test image that sleep (100m CPU
+/// and 16Mi requested, no grace), labelled `app: <name>`, as YAML.
+pub fn sleeper_deployment(name: &str, replicas: u32) -> String {
+    let image = super::IMAGE;
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: c
+        image: {image}
+        imagePullPolicy: Never
+        command: ["sh", "-c", "exec sleep 3600"]
+        resources:
+          requests: {{cpu: 100m, memory: 16Mi}}
+"#
+    )
+}
