@@ -356,7 +356,9 @@ fn isolated_leader_refuses_writes_majority_continues_then_catches_up() {
         .node(old)
         .create(&key("lost"), cm("lost", "1"))
         .unwrap_err();
-    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    // A timeout, not a definite failure: the write may still commit.
+    assert!(matches!(err, StoreError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("may still complete"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // The majority elects a leader and accepts writes.
     let new = c.leader(&rest, Duration::from_secs(5));
