@@ -421,31 +421,13 @@ impl Datastore for LocalStore {
         since: Option<u64>,
     ) -> Result<WatchStream, StoreError> {
         let state = self.lock();
-        let rx = self.tx.subscribe();
-        let since = since.unwrap_or(state.revision);
-        if since < state.ring_start {
-            return Err(StoreError::Expired {
-                requested: since,
-                oldest: state.ring_start,
-            });
+        super::Ring {
+            events: &state.ring,
+            start: state.ring_start,
+            current: state.revision,
+            after: state.published,
         }
-        let backlog: VecDeque<WatchEvent> = state
-            .ring
-            .iter()
-            .filter(|e| {
-                e.resource_version > since
-                    && e.key.resource == resource
-                    && (namespace.is_none() || e.key.namespace.as_deref() == namespace)
-            })
-            .cloned()
-            .collect();
-        Ok(WatchStream::new(
-            backlog,
-            rx,
-            resource,
-            namespace.map(str::to_string),
-            state.published.max(since),
-        ))
+        .watch(self.tx.subscribe(), resource, namespace, since)
     }
 
     fn revision(&self) -> Result<u64, StoreError> {

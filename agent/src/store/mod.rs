@@ -182,6 +182,57 @@ impl WatchStream {
     }
 }
 
+/// A store's ring of recent events, as a watch is opened on it (shared by
+/// LocalStore and the Raft replica).
+#[derive(Debug, Clone, Copy)]
+pub struct Ring<'a> {
+    pub events: &'a VecDeque<WatchEvent>,
+    /// The oldest revision a watch may still start from.
+    pub start: u64,
+    /// The store's revision (a watch without `since` starts here).
+    pub current: u64,
+    /// The newest revision already reflected in `events`.
+    pub after: u64,
+}
+
+impl Ring<'_> {
+    /// The backlog after `since` (default: now), then live events from
+    /// `live` newer than what the backlog covers; `Expired` when `since`
+    /// is older than the ring.
+    pub fn watch(
+        &self,
+        live: tokio::sync::broadcast::Receiver<WatchEvent>,
+        resource: Resource,
+        namespace: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<WatchStream, StoreError> {
+        let since = since.unwrap_or(self.current);
+        if since < self.start {
+            return Err(StoreError::Expired {
+                requested: since,
+                oldest: self.start,
+            });
+        }
+        let backlog: VecDeque<WatchEvent> = self
+            .events
+            .iter()
+            .filter(|e| {
+                e.resource_version > since
+                    && e.key.resource == resource
+                    && (namespace.is_none() || e.key.namespace.as_deref() == namespace)
+            })
+            .cloned()
+            .collect();
+        Ok(WatchStream::new(
+            backlog,
+            live,
+            resource,
+            namespace.map(str::to_string),
+            self.after.max(since),
+        ))
+    }
+}
+
 /// The API objects' store. Synchronous: implementations are fast (local
 /// transactions) or do their own waiting; async callers use
 /// `spawn_blocking` for writes that fsync.

@@ -269,31 +269,13 @@ impl Replica {
         since: Option<u64>,
     ) -> Result<WatchStream, StoreError> {
         let ring = self.lock();
-        let rx = self.tx.subscribe();
-        let since = since.unwrap_or(ring.revision);
-        if since < ring.start {
-            return Err(StoreError::Expired {
-                requested: since,
-                oldest: ring.start,
-            });
+        crate::store::Ring {
+            events: &ring.events,
+            start: ring.start,
+            current: ring.revision,
+            after: ring.revision,
         }
-        let backlog: VecDeque<WatchEvent> = ring
-            .events
-            .iter()
-            .filter(|e| {
-                e.resource_version > since
-                    && e.key.resource == resource
-                    && (namespace.is_none() || e.key.namespace.as_deref() == namespace)
-            })
-            .cloned()
-            .collect();
-        Ok(WatchStream::new(
-            backlog,
-            rx,
-            resource,
-            namespace.map(str::to_string),
-            ring.revision.max(since),
-        ))
+        .watch(self.tx.subscribe(), resource, namespace, since)
     }
 
     fn put_meta<T: Serialize>(
