@@ -33,12 +33,12 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::deployment::rollout::scaled_value;
-use super::pods::{self, CONTROLLER_REVISION_HASH, store_err};
+use super::pods::{self, CONTROLLER_REVISION_HASH};
 use super::replicaset::owners_of_pod;
 use super::runner::key_label;
 use super::{Controller, ControllerError};
 use crate::api::Resource;
-use crate::store::{Datastore, Key, StoreError, WatchEvent};
+use crate::store::{Datastore, Key, WatchEvent};
 
 const NAME: &str = "daemonset";
 
@@ -76,10 +76,8 @@ impl Controller for DaemonSetController {
         key: &Key,
         now: Timestamp,
     ) -> Result<Option<Duration>, ControllerError> {
-        let ds: DaemonSet = match store.get(key) {
-            Ok(v) => pods::decode(NAME, key, v)?,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_err(NAME, key, e)),
+        let Some(ds) = pods::get_decoded::<DaemonSet>(NAME, store, key)? else {
+            return Ok(None);
         };
         sync(store, key, &ds, now)
     }

@@ -99,10 +99,8 @@ impl Controller for DeploymentController {
         key: &Key,
         now: Timestamp,
     ) -> Result<Option<Duration>, ControllerError> {
-        let d: Deployment = match store.get(key) {
-            Ok(v) => pods::decode(NAME, key, v)?,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_err(NAME, key, e)),
+        let Some(d) = pods::get_decoded::<Deployment>(NAME, store, key)? else {
+            return Ok(None);
         };
         Pass::load(store, key, d, now)?.run()
     }

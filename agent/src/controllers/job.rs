@@ -35,11 +35,11 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
-use super::pods::{self, store_err};
+use super::pods;
 use super::replicaset::owners_of_pod;
 use super::{Controller, ControllerError};
 use crate::api::Resource;
-use crate::store::{Datastore, Key, StoreError, WatchEvent};
+use crate::store::{Datastore, Key, WatchEvent};
 
 const NAME: &str = "job";
 pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -89,10 +89,8 @@ impl Controller for JobController {
         key: &Key,
         now: Timestamp,
     ) -> Result<Option<Duration>, ControllerError> {
-        let job: Job = match store.get(key) {
-            Ok(v) => pods::decode(NAME, key, v)?,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_err(NAME, key, e)),
+        let Some(job) = pods::get_decoded::<Job>(NAME, store, key)? else {
+            return Ok(None);
         };
         self.sync(store, key, job, now)
     }

@@ -59,6 +59,19 @@ pub fn decode<T: DeserializeOwned>(
     })
 }
 
+/// The object at `key`, decoded; `None` once it is gone.
+pub fn get_decoded<T: DeserializeOwned>(
+    controller: &'static str,
+    store: &dyn Datastore,
+    key: &Key,
+) -> Result<Option<T>, ControllerError> {
+    match store.get(key) {
+        Ok(v) => decode(controller, key, v).map(Some),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_err(controller, key, e)),
+    }
+}
+
 /// An object as JSON for the store.
 pub fn encode<T: Serialize>(
     controller: &'static str,

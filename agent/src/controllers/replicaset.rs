@@ -28,11 +28,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::pods::{self, store_err};
+use super::pods;
 use super::runner::key_label;
 use super::{Controller, ControllerError};
 use crate::api::Resource;
-use crate::store::{Datastore, EventType, Key, StoreError, WatchEvent};
+use crate::store::{Datastore, EventType, Key, WatchEvent};
 
 const NAME: &str = "replicaset";
 /// Most pods created or deleted in one reconcile (kube's burstReplicas).
@@ -69,10 +69,8 @@ impl Controller for ReplicaSetController {
         key: &Key,
         now: Timestamp,
     ) -> Result<Option<Duration>, ControllerError> {
-        let rs: ReplicaSet = match store.get(key) {
-            Ok(v) => pods::decode(NAME, key, v)?,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_err(NAME, key, e)),
+        let Some(rs) = pods::get_decoded::<ReplicaSet>(NAME, store, key)? else {
+            return Ok(None);
         };
         sync(store, key, &rs, now)
     }
