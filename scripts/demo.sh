@@ -4,7 +4,8 @@
 # three-node cluster (`herd agent --init` on the first node, `--join` on the
 # others) with a sample workload (ConfigMap, Secret, a web pod with an init
 # container, probes and volumes, a run-once pod that talks to it, and a
-# Deployment of 6 behind a Service), drive it with the CLI, kill the Raft
+# Deployment of 6 behind a Service), drive it with the CLI and the real
+# kubectl (a kubeconfig from `herd kubeconfig`), kill the Raft
 # leader and watch the cluster recover, and clean up. Every node runs in its
 # own network namespace (herd-demo-1..3, wired to a bridge in
 # herd-demo-net), so the host's network is untouched; each node has a copy
@@ -29,7 +30,7 @@ start_agent() {
   # nsenter execs herd itself: $! is the agent's pid.
   nsenter --net="/run/netns/$(ns "$i")" "$HERD" --root-dir "$(root "$i")" -v agent --node-name "node-$i" \
     --run-dir "$WORK/node$i/run" --log-dir "$WORK/node$i/logs" --cgroup-name "herd-demo-$i" \
-    --manifests "$WORK/node$i/manifests" --listen none --bridge herddemo0 \
+    --manifests "$WORK/node$i/manifests" --bridge herddemo0 \
     --advertise-address "10.250.77.$i" "$@" >>"$WORK/node$i/agent.log" 2>&1 &
   AGENT_PIDS[$i]=$!
 }
@@ -173,6 +174,20 @@ echo "== herd exec web -- (env from a fieldRef and a secret, the secret volume)"
 h "$WEB_NODE" exec web -c httpd -- sh -c 'echo "POD_IP=$POD_IP TOKEN=$TOKEN"; cat /run/token/token; echo; grep " /run/token " /proc/mounts'
 echo "== herd describe pod web"
 h 1 describe pod web
+
+echo "== the real kubectl: a kubeconfig from herd kubeconfig (node 1), kubectl talks to node 3's HTTPS API"
+h 1 kubeconfig --server-url https://10.250.77.3:6443 > "$WORK/kubeconfig"
+kc() { in_node 1 kubectl --kubeconfig "$WORK/kubeconfig" --cache-dir "$WORK/kube-cache" "$@"; }
+kc get nodes -o wide
+kc get deploy,rs,svc,pods -o wide
+kc scale deployment hello --replicas=4
+kc rollout status deployment hello --timeout=60s
+echo "== kubectl logs and exec reach the pod's node through node 3"
+kc logs once
+kc exec web -c httpd -- sh -c 'echo "hello from $(hostname) on $POD_IP"'
+echo "== no credentials: 401"
+in_node 1 curl -sk https://10.250.77.3:6443/api/v1/pods; echo
+kc scale deployment hello --replicas=6
 
 LEADER=$(leader 1)
 L=${LEADER#node-}

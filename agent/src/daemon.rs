@@ -54,9 +54,9 @@ pub struct AgentArgs {
     /// Static pod manifests.
     #[arg(long, default_value = "/etc/herd/manifests")]
     pub manifests: PathBuf,
-    /// TCP address of the API (the unix socket `<root>/agent.sock` is always
-    /// served). `none` disables TCP.
-    #[arg(long, default_value = "127.0.0.1:6443")]
+    /// HTTPS address of the API, authenticated (the root-only unix socket
+    /// `<root>/agent.sock` is always served). `none` disables TCP.
+    #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: String,
     /// OCI runtime: runc, crun, youki, or a path.
     #[arg(long, default_value = "runc")]
@@ -207,6 +207,55 @@ pub fn listen_addr(s: &str) -> Result<Option<SocketAddr>, String> {
     s.parse()
         .map(Some)
         .map_err(|e| format!("invalid --listen {s:?}: {e}"))
+}
+
+/// The address other hosts reach the API at: `listen` with an unspecified
+/// IP becomes `public` (the node's address) or 127.0.0.1.
+pub fn public_api_addr(listen: SocketAddr, public: Option<IpAddr>) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new(
+            public.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            listen.port(),
+        )
+    } else {
+        listen
+    }
+}
+
+/// The CA behind the API: the cluster's, or for a single node one of its
+/// own in `<root>/pki` (created on first start).
+fn api_pki(
+    root_dir: &Path,
+    cluster: Option<&crate::cluster::node::ClusterNode>,
+    listen: Option<SocketAddr>,
+    public: Option<IpAddr>,
+) -> anyhow::Result<crate::api::server::kubeconfig::ApiPki> {
+    use crate::cluster::pki::ClusterCa;
+    let ca = match cluster {
+        Some(node) => {
+            let ca = node.identity.secrets.ca();
+            ClusterCa::from_parts(ca.cert_pem(), &ca.key_pem(), &node.identity.dir)
+                .context("loading the cluster CA")?
+        }
+        None => {
+            let dir = root_dir.join("pki");
+            if dir.join(crate::cluster::pki::CA_CERT_FILE).exists() {
+                ClusterCa::load(&dir).context("loading the API CA")?
+            } else {
+                let ca = ClusterCa::create("herd").context("creating the API CA")?;
+                ca.save(&dir).context("saving the API CA")?;
+                ca
+            }
+        }
+    };
+    let addr = public_api_addr(
+        listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 6443))),
+        public,
+    );
+    Ok(crate::api::server::kubeconfig::ApiPki {
+        ca: Arc::new(ca),
+        server_url: format!("https://{addr}"),
+    })
 }
 
 /// Host facts the kubelet needs.
@@ -444,7 +493,11 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
                 crate::api::Resource::Nodes,
                 &node_name,
             )) {
-                node.publish_node(&obj, tcp).await;
+                node.publish_node(
+                    &obj,
+                    tcp.map(|a| public_api_addr(a, Some(node.peer_addr.ip()))),
+                )
+                .await;
             }
             cidr
         }
@@ -542,7 +595,7 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
         cidr: args.service_cidr,
         ..ServiceNetwork::default()
     };
-    let mut router = crate::api::server::router_with(state, services);
+    let mut router = crate::api::server::router_with(state.clone(), services.clone());
     if let Some(node) = &cluster {
         let node = node.clone();
         router = router.merge(axum::Router::new().route(
@@ -553,10 +606,42 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
             }),
         ));
     }
+    if let (Some(node), Some(addr)) = (&cluster, tcp) {
+        let proxy = crate::api::server::nodeproxy::NodeProxy::new(
+            node.identity.secrets.ca().cert_pem(),
+            node.identity.node.cert_pem(),
+            node.identity.node.key_pem(),
+            addr.port(),
+        )
+        .map_err(|e| anyhow::anyhow!("setting up the proxy to other nodes: {e}"))?;
+        router = router.layer(axum::Extension(proxy));
+    }
+    let public_ip = cluster.as_ref().map(|n| n.peer_addr.ip());
+    let pki = api_pki(root_dir, cluster.as_deref(), tcp, public_ip)?;
+    let unix_router = router.clone().merge(crate::api::server::local_routes(
+        state.clone(),
+        services.clone(),
+        pki.clone(),
+    ));
+    let tcp = match tcp {
+        Some(addr) => {
+            let addresses: Vec<IpAddr> = public_ip.into_iter().chain(host_ip).collect();
+            let first_service_ip = args.service_cidr.hosts().next().map(IpAddr::V4);
+            let tls = pki
+                .server_config(&node_name, &addresses, first_service_ip)
+                .context("setting up the API's TLS")?;
+            Some(crate::api::server::TcpServing {
+                addr,
+                tls,
+                router: crate::api::server::authenticated(router, state.clone()),
+            })
+        }
+        None => None,
+    };
     let server = {
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
-            crate::api::server::serve(router, &socket, tcp, async move {
+            crate::api::server::serve(unix_router, &socket, tcp, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await

@@ -271,8 +271,14 @@ async fn crud_and_status_errors() {
     assert_eq!(v["metadata"]["name"], "one");
     let (c, _) = s.call("GET", &format!("{base}/one"), None).await;
     assert_eq!(c, 404);
-    // Wrong method.
+    // A PATCH without a patch content type: 415.
     let (c, v) = s.call("PATCH", &format!("{base}/one"), None).await;
+    assert_eq!(
+        (c, v["reason"].clone()),
+        (415, json!("UnsupportedMediaType"))
+    );
+    // Wrong method.
+    let (c, v) = s.call("POST", &format!("{base}/one"), None).await;
     assert_eq!((c, v["kind"].clone()), (405, json!("Status")));
     s.shutdown().await;
 }

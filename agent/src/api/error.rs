@@ -83,6 +83,8 @@ pub enum FieldErrorKind {
     TooMany,
     Forbidden,
     NotFound,
+    /// Server-side apply: another manager owns the field.
+    ManagerConflict,
 }
 
 impl FieldErrorKind {
@@ -97,6 +99,7 @@ impl FieldErrorKind {
             FieldErrorKind::TooMany => "FieldValueTooMany",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::NotFound => "FieldValueNotFound",
+            FieldErrorKind::ManagerConflict => "FieldManagerConflict",
         }
     }
 }
@@ -184,6 +187,7 @@ impl fmt::Display for FieldError {
             FieldErrorKind::TooMany => "Too many",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::NotFound => "Not found",
+            FieldErrorKind::ManagerConflict => "Conflict",
         };
         write!(f, "{}: {what}", self.field)?;
         if let Some(v) = &self.value {

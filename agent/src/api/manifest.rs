@@ -22,8 +22,8 @@ use super::{ApiError, Resource};
 mod object;
 mod yaml;
 
-pub use object::Object;
 use object::decode_as;
+pub use object::{Object, strip_unknown};
 
 /// The largest manifest accepted (bytes), as one file or request body.
 pub const MAX_MANIFEST_BYTES: usize = 8 << 20;

@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod error;
 pub mod label_selector;
 pub mod manifest;
+pub mod patch;
 pub mod quantity;
 pub mod resource;
 pub mod server;

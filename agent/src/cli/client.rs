@@ -142,7 +142,9 @@ impl ApiClient {
             return Ok(ApiClient::new(Endpoint::Unix(PathBuf::from(path))));
         }
         if url.starts_with("https://") {
-            return Err(bad("https is not supported yet; use http://HOST:PORT"));
+            return Err(bad(
+                "the herd CLI talks to the local agent's unix socket; for the HTTPS API use kubectl with the kubeconfig `herd kubeconfig` prints",
+            ));
         }
         let rest = url.strip_prefix("http://").unwrap_or(url);
         let authority = rest.trim_end_matches('/');

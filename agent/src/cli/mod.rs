@@ -22,6 +22,7 @@ pub mod duration;
 pub mod exec;
 pub mod get;
 mod image;
+pub mod kubeconfig;
 pub mod logs;
 pub mod params;
 pub mod printers;
@@ -89,6 +90,8 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Set the replicas of a Deployment or ReplicaSet.
     Scale(scale::ScaleArgs),
+    /// Print a kubeconfig for kubectl (a client certificate or a token).
+    Kubeconfig(kubeconfig::KubeconfigArgs),
 }
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the level.
@@ -183,6 +186,7 @@ pub fn run_api_command(
             Command::Exec(a) => exec::run(&ctx, a).await,
             Command::Delete(a) => delete::run(&ctx, a).await,
             Command::Scale(a) => scale::run(&ctx, a).await,
+            Command::Kubeconfig(a) => kubeconfig::run(&ctx, a).await,
             Command::Image(_) | Command::Agent(_) => Ok(()),
         }
     });

@@ -202,7 +202,13 @@ impl Agent {
             .args(["--cgroup-name", &self.cgroup_name])
             .arg("--manifests")
             .arg(self.manifests_dir())
-            .args(["--listen", "none"])
+            .args(if self.opts.args.iter().any(|a| a == "--listen") {
+                &[][..]
+            } else {
+                // Inside the agent's own netns: reachable by kubectl run
+                // there ([`Agent::kubectl`]) and by the other nodes.
+                &["--listen", "0.0.0.0:6443"][..]
+            })
             .args(["--pod-cidr", &self.pod_cidr])
             .args(["--bridge", &self.bridge])
             .args(&self.opts.args)
@@ -323,28 +329,47 @@ impl Agent {
 
     /// Runs the CLI with `stdin` piped in.
     pub fn cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<CliOutput> {
-        let mut child = Command::new(&self.herd)
-            .arg("--root-dir")
-            .arg(self.root())
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawn herd cli")?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())?;
+        let mut cmd = Command::new(&self.herd);
+        cmd.arg("--root-dir").arg(self.root()).args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// The kubeconfig `herd kubeconfig` printed for this agent (made on
+    /// first use), pointing at `https://127.0.0.1:6443` in its netns.
+    pub fn kubeconfig(&self) -> Result<PathBuf> {
+        let path = self.base.join("kubeconfig");
+        if !path.exists() {
+            let out = self.cli(&["kubeconfig", "--server-url", "https://127.0.0.1:6443"])?;
+            if out.status != 0 {
+                bail!("herd kubeconfig failed: {}", out.stderr);
+            }
+            std::fs::write(&path, out.stdout)?;
         }
-        let out = child.wait_with_output()?;
-        Ok(CliOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        Ok(path)
+    }
+
+    /// The real `kubectl` with this agent's kubeconfig, run inside the
+    /// agent's netns (`nsenter --net`), `stdin` piped in.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<CliOutput> {
+        let child = self.kubectl_command(args)?;
+        run_with_stdin(child, stdin)
+    }
+
+    /// The `kubectl` command of [`Agent::kubectl`], for callers that stream
+    /// its output (`-w`, `logs -f`, `port-forward`).
+    pub fn kubectl_command(&self, args: &[&str]) -> Result<Command> {
+        let kubeconfig = self.kubeconfig()?;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns.display()))
+            .arg("--")
+            .arg("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.base.join("kube-cache"))
+            .args(args)
+            .env("NO_COLOR", "1");
+        Ok(cmd)
     }
 
     /// `herd apply -f -` with `yaml` on stdin.
@@ -624,4 +649,27 @@ impl Drop for Agent {
         let _ = std::fs::remove_dir_all(&self.run);
         let _ = std::fs::remove_dir_all(&self.base);
     }
+}
+
+/// Runs `cmd` to the end with `stdin` piped in, capturing its output.
+pub fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Result<CliOutput> {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok(CliOutput {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{default_pod_spec, set};
+use super::default_pod_spec;
 
 /// Label the Job registry puts on a Job's selector and pods.
 pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
@@ -34,7 +34,8 @@ pub(super) fn deployment(d: &mut Deployment) {
     let Some(spec) = d.spec.as_mut() else {
         return;
     };
-    set(&mut spec.replicas, 1);
+    // A pointer in Go: an explicit 0 stays.
+    spec.replicas.get_or_insert(1);
     let strategy = spec
         .strategy
         .get_or_insert_with(DeploymentStrategy::default);
@@ -48,8 +49,10 @@ pub(super) fn deployment(d: &mut Deployment) {
         ru.max_unavailable.get_or_insert_with(|| percent("25%"));
         ru.max_surge.get_or_insert_with(|| percent("25%"));
     }
-    set(&mut spec.revision_history_limit, 10);
-    set(&mut spec.progress_deadline_seconds, 600);
+    // A pointer in Go: an explicit 0 stays.
+    spec.revision_history_limit.get_or_insert(10);
+    // A pointer in Go: an explicit 0 stays.
+    spec.progress_deadline_seconds.get_or_insert(600);
     template(&mut spec.template);
 }
 
@@ -57,7 +60,8 @@ pub(super) fn replica_set(r: &mut ReplicaSet) {
     let Some(spec) = r.spec.as_mut() else {
         return;
     };
-    set(&mut spec.replicas, 1);
+    // A pointer in Go: an explicit 0 stays.
+    spec.replicas.get_or_insert(1);
     if let Some(t) = spec.template.as_mut() {
         template(t);
     }
@@ -80,7 +84,8 @@ pub(super) fn daemon_set(d: &mut DaemonSet) {
         ru.max_unavailable.get_or_insert(IntOrString::Int(1));
         ru.max_surge.get_or_insert(IntOrString::Int(0));
     }
-    set(&mut spec.revision_history_limit, 10);
+    // A pointer in Go: an explicit 0 stays.
+    spec.revision_history_limit.get_or_insert(10);
     template(&mut spec.template);
 }
 

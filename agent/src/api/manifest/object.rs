@@ -110,6 +110,24 @@ impl Object {
     }
 }
 
+/// `value` as `resource` with its unknown fields dropped, and their paths
+/// (`fieldValidation=Ignore|Warn`). A value of another kind is returned
+/// as it is (the write refuses it later, naming both kinds).
+pub fn strip_unknown(resource: Resource, value: Value) -> Result<(Value, Vec<String>), ApiError> {
+    if value.get("kind").and_then(Value::as_str) != Some(resource.kind()) {
+        return Ok((value, Vec::new()));
+    }
+    let obj = decode_typed(resource, &value)?;
+    let back = obj.to_value();
+    let mut unknown = Vec::new();
+    unknown_fields(&value, &back, &mut String::new(), &mut unknown);
+    Ok(if unknown.is_empty() {
+        (value, unknown)
+    } else {
+        (back, unknown)
+    })
+}
+
 /// Decodes `value` as `resource`; `strict` rejects unknown fields.
 pub(super) fn decode_as(
     resource: Resource,

@@ -3,12 +3,23 @@
 //! asks before anything else.
 //!
 //! `/api/v1` lists only core resources, `/apis/{group}/v1` only that
-//! group's; each entry has its verbs, short names, scope, and the
-//! subresources (`pods/status`, `deployments/scale`, …) are listed after
-//! their resource.
+//! group's; each entry has its verbs (every resource: `create delete
+//! deletecollection get list patch update watch`), short names, scope,
+//! categories (`all` as on the API server), and the subresources
+//! (`pods/status`, `deployments/scale`, …) are listed after their resource.
+//!
+//! Aggregated discovery: when `Accept` on `/api` or `/apis` names
+//! `as=APIGroupDiscoveryList;g=apidiscovery.k8s.io` (`v=v2` or
+//! `v2beta1`) before plain JSON, the answer is the
+//! `apidiscovery.k8s.io/v2 APIGroupDiscoveryList` of the same resources,
+//! with that media type as `Content-Type` (kubectl 1.30+ asks for it
+//! first and falls back to the legacy documents otherwise). The OpenAPI
+//! documents are served from here too ([`super::openapi`]).
 
 use axum::Json;
 use axum::Router;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -28,6 +39,39 @@ pub fn routes() -> Router<ApiState> {
         .route("/api", get(api_versions))
         .route("/api/v1", get(api_v1))
         .route("/apis", get(api_groups))
+        .merge(super::openapi::routes())
+}
+
+/// The media type of an aggregated discovery answer.
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether `Accept` asks for aggregated discovery before plain JSON.
+pub fn wants_aggregated(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        if parts.next() != Some("application/json") {
+            continue;
+        }
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        if params.is_empty() {
+            return false;
+        }
+        let has = |k: &str, v: &[&str]| params.iter().any(|(pk, pv)| *pk == k && v.contains(pv));
+        if has("as", &["APIGroupDiscoveryList"])
+            && has("g", &["apidiscovery.k8s.io"])
+            && has("v", &["v2", "v2beta1"])
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn aggregated(doc: Value) -> Response {
+    ([(header::CONTENT_TYPE, AGGREGATED)], Json(doc)).into_response()
 }
 
 async fn ok() -> &'static str {
@@ -56,12 +100,16 @@ fn go_arch() -> &'static str {
     }
 }
 
-async fn api_versions() -> Json<Value> {
+async fn api_versions(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(discovery_list(&[""]));
+    }
     Json(json!({
         "kind": "APIVersions",
         "versions": ["v1"],
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
     }))
+    .into_response()
 }
 
 /// The groups served under `/apis`, in order.
@@ -98,28 +146,131 @@ pub fn api_group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-async fn api_groups() -> Json<Value> {
-    Json(api_group_list())
+async fn api_groups(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(discovery_list(&groups()));
+    }
+    Json(api_group_list()).into_response()
 }
 
-/// The subresources of a resource: name suffix, kind, verbs.
-fn subresources(r: Resource) -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
-    let status = || ("status", r.kind(), vec!["get", "patch", "update"]);
+/// `categories` of a resource (`all` as on the API server).
+pub fn categories(r: Resource) -> Vec<&'static str> {
+    use Resource as R;
+    match r {
+        R::Pods | R::Services | R::Deployments | R::ReplicaSets | R::DaemonSets | R::Jobs => {
+            vec!["all"]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The verbs of every top-level resource.
+pub const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// The `apidiscovery.k8s.io/v2 APIGroupDiscoveryList` of `groups` (`""`:
+/// the core group, `/api`).
+pub fn discovery_list(groups: &[&str]) -> Value {
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let resources: Vec<Value> = Resource::ALL
+                .into_iter()
+                .filter(|r| r.group() == *g)
+                .map(|r| {
+                    let subs: Vec<Value> = subresources(r)
+                        .into_iter()
+                        .map(|s| {
+                            json!({
+                                "subresource": s.name,
+                                "responseKind": {"group": s.group, "version": "v1", "kind": s.kind},
+                                "verbs": s.verbs,
+                            })
+                        })
+                        .collect();
+                    json!({
+                        "resource": r.plural(),
+                        "responseKind": {"group": r.group(), "version": "v1", "kind": r.kind()},
+                        "scope": if r.namespaced() { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.kind().to_ascii_lowercase(),
+                        "verbs": VERBS,
+                        "shortNames": r.short_names(),
+                        "categories": categories(r),
+                        "subresources": subs,
+                    })
+                })
+                .collect();
+            json!({
+                "metadata": {"name": g},
+                "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+            })
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
+/// A subresource as discovery lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subresource {
+    pub name: &'static str,
+    /// Group of the kind it answers with (`autoscaling` for `Scale`).
+    pub group: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+const fn sub(
+    name: &'static str,
+    group: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+) -> Subresource {
+    Subresource {
+        name,
+        group,
+        kind,
+        verbs,
+    }
+}
+
+const GPU: &[&str] = &["get", "patch", "update"];
+
+/// The subresources of a resource, in name order.
+pub fn subresources(r: Resource) -> Vec<Subresource> {
+    let status = sub("status", r.group(), r.kind(), GPU);
     match r {
         Resource::Pods => vec![
-            ("log", "Pod", vec!["get"]),
-            ("exec", "PodExecOptions", vec!["create", "get"]),
-            ("status", "Pod", vec!["get", "update"]),
+            sub("binding", "", "Binding", &["create"]),
+            sub("eviction", "policy", "Eviction", &["create"]),
+            sub("exec", "", "PodExecOptions", &["create", "get"]),
+            sub("log", "", "Pod", &["get"]),
+            sub(
+                "portforward",
+                "",
+                "PodPortForwardOptions",
+                &["create", "get"],
+            ),
+            status,
         ],
-        Resource::Namespaces => vec![
-            ("finalize", "Namespace", vec!["update"]),
-            ("status", "Namespace", vec!["get", "update"]),
-        ],
+        Resource::Namespaces => vec![sub("finalize", "", "Namespace", &["update"]), status],
         Resource::Deployments | Resource::ReplicaSets => {
-            vec![("scale", "Scale", vec!["get", "update"]), status()]
+            vec![sub("scale", "autoscaling", "Scale", GPU), status]
         }
         Resource::Nodes | Resource::Services | Resource::DaemonSets | Resource::Jobs => {
-            vec![status()]
+            vec![status]
         }
         _ => Vec::new(),
     }
@@ -127,7 +278,6 @@ fn subresources(r: Resource) -> Vec<(&'static str, &'static str, Vec<&'static st
 
 /// The `APIResourceList` of one group version (`""`: the core `v1`).
 pub fn group_resource_list(group: &str) -> Value {
-    let crud = ["create", "delete", "get", "list", "update", "watch"];
     let mut resources = Vec::new();
     for r in Resource::ALL.into_iter().filter(|r| r.group() == group) {
         resources.push(json!({
@@ -135,21 +285,22 @@ pub fn group_resource_list(group: &str) -> Value {
             "singularName": r.kind().to_ascii_lowercase(),
             "namespaced": r.namespaced(),
             "kind": r.kind(),
-            "verbs": crud,
+            "verbs": VERBS,
             "shortNames": r.short_names(),
+            "categories": categories(r),
         }));
-        for (sub, kind, verbs) in subresources(r) {
+        for s in subresources(r) {
             let mut e = json!({
-                "name": format!("{}/{sub}", r.plural()),
+                "name": format!("{}/{}", r.plural(), s.name),
                 "singularName": "",
                 "namespaced": r.namespaced(),
-                "kind": kind,
-                "verbs": verbs,
+                "kind": s.kind,
+                "verbs": s.verbs,
             });
-            if kind == "Scale"
+            if s.group != r.group()
                 && let Some(m) = e.as_object_mut()
             {
-                m.insert("group".into(), "autoscaling".into());
+                m.insert("group".into(), s.group.into());
                 m.insert("version".into(), "v1".into());
             }
             resources.push(e);
@@ -241,5 +392,76 @@ mod tests {
         );
         assert!(api_group("extensions").is_none());
         assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn aggregated_negotiation_and_document() {
+        use axum::http::HeaderValue;
+        let h = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT, HeaderValue::from_static(v));
+            m
+        };
+        assert!(wants_aggregated(&h(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,\
+             application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,\
+             application/json"
+        )));
+        assert!(!wants_aggregated(&h("application/json")));
+        assert!(!wants_aggregated(&h(
+            "application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        )));
+        assert!(!wants_aggregated(&HeaderMap::new()));
+
+        let core = discovery_list(&[""]);
+        assert_eq!(core["kind"], "APIGroupDiscoveryList");
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        let resources = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap();
+        let pods = resources.iter().find(|r| r["resource"] == "pods").unwrap();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert_eq!(pods["categories"], json!(["all"]));
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert_eq!(pods["verbs"], json!(VERBS));
+        let subs: Vec<&str> = pods["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subresource"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                "binding",
+                "eviction",
+                "exec",
+                "log",
+                "portforward",
+                "status"
+            ]
+        );
+        let apps = discovery_list(&groups());
+        let deploy = &apps["items"][0]["versions"][0]["resources"][0];
+        assert_eq!(apps["items"][0]["metadata"]["name"], "apps");
+        assert_eq!(deploy["resource"], "deployments");
+        assert_eq!(
+            deploy["subresources"][0]["responseKind"]["group"],
+            "autoscaling"
+        );
+        let legacy = group_resource_list("");
+        let cm = legacy["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "configmaps")
+            .unwrap();
+        assert!(cm["verbs"].as_array().unwrap().contains(&json!("patch")));
+        assert!(
+            cm["verbs"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("deletecollection"))
+        );
     }
 }

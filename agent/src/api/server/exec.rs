@@ -231,7 +231,14 @@ fn kill(pid: u32) {
 
 async fn finish(mut socket: WebSocket, status: Value) {
     let _ = socket.send(frame(3, status.to_string().as_bytes())).await;
-    let _ = socket.send(Message::Close(None)).await;
+    // A normal closure (1000): kubectl treats a close without a code
+    // (1005) as an error on the streams it still reads.
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        })))
+        .await;
 }
 
 #[cfg(test)]

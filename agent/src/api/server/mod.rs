@@ -8,22 +8,35 @@
 //!   [`MAX_BODY`] (413). Garbage input never panics.
 //! - Writes go decode → defaults → validation → store, as in the API server;
 //!   watches deliver changes in resourceVersion order.
-//! - `limit`/`continue` are accepted and ignored: lists are always complete.
+//! - Lists page with `limit`/`continue` and answer `meta.k8s.io` Tables
+//!   when asked ([`list`], [`table`]).
 //!
 //! Routes: discovery ([`discovery`]), CRUD/watch ([`routes`], [`paths`],
 //! [`writes`], [`delete`], [`scale`], [`watch`]) under `/api/v1` and
 //! `/apis/{group}/v1`, pod logs ([`logs`]) and exec over WebSocket
 //! ([`exec`]).
 
+pub mod auth;
 pub mod delete;
 pub mod discovery;
 pub mod exec;
+pub mod kubeconfig;
+pub mod list;
 pub mod logs;
+pub mod nodeproxy;
+pub mod openapi;
+pub mod patch;
 pub mod paths;
+pub mod podsub;
+pub mod portforward;
+pub mod protobuf;
 pub mod query;
 pub mod routes;
 pub mod scale;
 pub mod selectors;
+pub mod spdy;
+pub mod table;
+pub mod tls;
 pub mod watch;
 pub mod writes;
 
@@ -140,13 +153,25 @@ pub fn router_with(state: ApiState, services: ServiceNetwork) -> Router {
     if let Err(e) = routes::ensure_namespaces(state.store.as_ref()) {
         tracing::warn!(error = %e, "creating the default namespaces");
     }
-    Router::new()
-        .merge(discovery::routes())
+    // Pod streams: served here for local pods, passed to the pod's node
+    // otherwise (cluster mode, [`nodeproxy`]).
+    let pod_streams = Router::new()
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             get(exec::exec).post(exec::exec),
         )
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(logs::log))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            get(portforward::portforward).post(portforward::portforward),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            nodeproxy::forward_if_remote,
+        ));
+    Router::new()
+        .merge(discovery::routes())
+        .merge(pod_streams)
         .route("/api/v1/{*rest}", any(routes::dispatch))
         .route("/apis/{*rest}", any(routes::dispatch_group))
         .fallback(not_found)
@@ -168,12 +193,47 @@ async fn method_not_allowed() -> Failure {
     ))
 }
 
+/// The HTTPS side of the API: where, with which certificate, and the
+/// router (authenticated, see [`authenticated`]).
+#[derive(Clone)]
+pub struct TcpServing {
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub router: Router,
+}
+
+impl std::fmt::Debug for TcpServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpServing")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `router` behind authentication ([`auth`]): what TCP clients get.
+pub fn authenticated(router: Router, state: ApiState) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        state,
+        auth::authenticate,
+    ))
+}
+
+/// The routes only the root-only unix socket serves: `herd kubeconfig`.
+pub fn local_routes(state: ApiState, services: ServiceNetwork, pki: kubeconfig::ApiPki) -> Router {
+    Router::new()
+        .route("/herd/v1/kubeconfig", get(kubeconfig::kubeconfig))
+        .layer(axum::Extension(pki))
+        .layer(axum::Extension(services))
+        .with_state(state)
+}
+
 /// Serves `router` on `unix_socket` (a stale socket file is replaced; mode
-/// 0600) and, with `tcp`, on a TCP address too, until `shutdown` resolves.
+/// 0600, not authenticated) and, with `tcp`, HTTPS on a TCP address too,
+/// until `shutdown` resolves.
 pub async fn serve(
     router: Router,
     unix_socket: &Path,
-    tcp: Option<SocketAddr>,
+    tcp: Option<TcpServing>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     use std::os::unix::fs::PermissionsExt;
@@ -190,11 +250,15 @@ pub async fn serve(
     std::fs::set_permissions(unix_socket, std::fs::Permissions::from_mode(0o600))
         .map_err(bind_err)?;
     let tcp = match tcp {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
+        Some(t) => Some((
+            tokio::net::TcpListener::bind(t.addr)
                 .await
-                .map_err(|source| ServerError::BindTcp { addr, source })?,
-        ),
+                .map_err(|source| ServerError::BindTcp {
+                    addr: t.addr,
+                    source,
+                })?,
+            t,
+        )),
         None => None,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -205,15 +269,12 @@ pub async fn serve(
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let unix_task = axum::serve(unix, router.clone()).with_graceful_shutdown(stop(rx.clone()));
+    let unix_task = axum::serve(unix, router).with_graceful_shutdown(stop(rx.clone()));
     let unix_name = unix_socket.display().to_string();
     match tcp {
-        Some(tcp) => {
-            let what = tcp
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "tcp".into());
-            let tcp_task = axum::serve(tcp, router).with_graceful_shutdown(stop(rx));
+        Some((listener, t)) => {
+            let what = format!("https {}", t.addr);
+            let tcp_task = tls::serve_tls(t.router, listener, t.tls, rx);
             let (a, b) = tokio::join!(unix_task, tcp_task);
             a.map_err(|source| ServerError::Serve {
                 what: unix_name,

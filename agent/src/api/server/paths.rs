@@ -16,6 +16,10 @@ use crate::store::Key;
 pub enum Sub {
     /// The object itself.
     Main,
+    /// `pods/eviction` (POST an `policy/v1 Eviction`).
+    Eviction,
+    /// `pods/binding` (POST a `Binding`).
+    Binding,
     /// `/status`: writes change only `.status`.
     Status,
     /// `/scale`: an autoscaling/v1 `Scale` view of `spec.replicas`.
@@ -30,6 +34,8 @@ impl Sub {
             "status" if has_status(resource) => Some(Sub::Status),
             "scale" if has_scale(resource) => Some(Sub::Scale),
             "finalize" if resource == Resource::Namespaces => Some(Sub::Finalize),
+            "eviction" if resource == Resource::Pods => Some(Sub::Eviction),
+            "binding" if resource == Resource::Pods => Some(Sub::Binding),
             _ => None,
         }
     }

@@ -92,23 +92,59 @@ fn decode(s: &str) -> String {
 
 /// Reads a body of at most [`MAX_BODY`] bytes (413 beyond).
 pub async fn read_body(body: Body) -> Result<bytes::Bytes, Failure> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure {
-            error: ApiError::bad_request(format!(
-                "the request is too large: more than {MAX_BODY} bytes"
-            )),
-            code: Some(413),
-        }),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}")).into()),
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    let too_large = || Failure {
+        error: ApiError::bad_request(format!("Request entity too large: limit is {MAX_BODY}")),
+        code: Some(413),
+    };
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > MAX_BODY {
+            // Read (and drop) what the client is still sending, up to a
+            // bound, so that it sees the 413 and not a reset connection.
+            let drain = async {
+                while let Some(Ok(f)) = body.frame().await {
+                    total += f.data_ref().map_or(0, |d| d.len());
+                    if total > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&data);
     }
+    Ok(buf.freeze())
 }
+
+/// How much of an oversized body is read and dropped before the 413.
+const DRAIN_LIMIT: usize = 64 << 20;
+/// How long an oversized body is drained at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One object from a JSON or YAML body. The content type picks the
 /// decoder; without a YAML content type, JSON is tried first and YAML only
 /// when the body does not look like JSON.
 pub fn parse_object(body: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
+    if content_type.is_some_and(|c| c.contains("protobuf")) {
+        return super::protobuf::decode(body);
+    }
+    if let Some(ct) = content_type.filter(|c| c.contains("cbor")) {
+        return Err(ApiError::new(
+            crate::api::error::Reason::UnsupportedMediaType,
+            format!(
+                "the body of the request was in an unknown format ({ct}): herd accepts JSON, YAML and (for a few kinds) protobuf"
+            ),
+        ));
+    }
     let yaml_ct = content_type.is_some_and(|c| c.contains("yaml"));
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::bad_request(format!("request body is not UTF-8: {e}")))?;

@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::delete::{DeleteOptions, delete};
+use super::patch::{self, FieldValidation, PatchRequest, with_warnings};
 use super::paths::{Sub, Target, group_of, not_found_path, parse_path};
 use super::query::{Query, parse_object, read_body};
 use super::selectors::Selector;
 use super::writes::{create, replace};
-use super::{ApiResult, ApiState, Failure, discovery, scale, watch};
+use super::{ApiResult, ApiState, Failure, discovery, podsub, scale, watch};
 use crate::api::defaults::on_create;
 use crate::api::manifest::Object;
 use crate::api::services::ServiceNetwork;
@@ -105,9 +106,9 @@ async fn handle(
             },
         ) => {
             if q.flag("watch")? {
-                watch::watch(state, resource, namespace, &q).await
+                watch::watch(state, resource, namespace, &q, &headers).await
             } else {
-                list(&state, resource, namespace.as_deref(), &q)
+                list(&state, resource, namespace.as_deref(), &q, &headers).await
             }
         }
         (
@@ -125,32 +126,84 @@ async fn handle(
             }
             let value = parse_object(&read_body(body).await?, content_type.as_deref())?;
             let dry = dry_run(&q)?;
+            let (value, warnings) = FieldValidation::from_query(&q)?.prepare(resource, value)?;
             let obj =
                 blocking(move || create(&state, &net, resource, namespace.as_deref(), value, dry))
                     .await?;
-            Ok((StatusCode::CREATED, axum::Json(obj)).into_response())
+            let resp = (StatusCode::CREATED, axum::Json(obj)).into_response();
+            Ok(with_warnings(resp, &warnings))
+        }
+        (
+            Method::DELETE,
+            Target::Collection {
+                resource,
+                namespace,
+            },
+        ) => {
+            let bytes = read_body(body).await?;
+            let opts = DeleteOptions::parse(&q, &bytes)?;
+            let sel = Selector::parse(resource, q.get("labelSelector"), q.get("fieldSelector"))?;
+            let list = blocking(move || {
+                delete_collection(&state, resource, namespace.as_deref(), &sel, &opts)
+            })
+            .await?;
+            Ok(axum::Json(list).into_response())
+        }
+        (
+            Method::POST,
+            Target::Item {
+                key,
+                sub: sub @ (Sub::Eviction | Sub::Binding),
+            },
+        ) => {
+            let value = parse_object(&read_body(body).await?, content_type.as_deref())?;
+            let v = blocking(move || match sub {
+                Sub::Eviction => podsub::evict(&state, &key, &value),
+                _ => podsub::bind(&state, &key, &value),
+            })
+            .await?;
+            Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+        }
+        (Method::PATCH, Target::Item { key, sub }) => {
+            let ty = PatchRequest::patch_type(content_type.as_deref())?;
+            let req = PatchRequest {
+                key,
+                sub,
+                ty,
+                body: read_body(body).await?.to_vec(),
+                dry: dry_run(&q)?,
+                manager: q.get("fieldManager").map(str::to_string),
+                force: q.flag("force")?,
+                validation: FieldValidation::from_query(&q)?,
+            };
+            blocking(move || patch::run(&state, &net, req)).await
         }
         (Method::GET, Target::Item { key, sub }) => {
             let store = state.store.clone();
+            let resource = key.resource;
             let v = blocking(move || Ok(store.get(&key)?)).await?;
             match sub {
                 Sub::Scale => Ok(axum::Json(scale::to_scale(&v)).into_response()),
-                Sub::Finalize => Err(ApiError::method_not_allowed(
+                Sub::Finalize | Sub::Eviction | Sub::Binding => Err(ApiError::method_not_allowed(
                     "the server does not allow this method on the requested resource",
                 )
                 .into()),
-                Sub::Main | Sub::Status => Ok(axum::Json(v).into_response()),
+                Sub::Main | Sub::Status => Ok(super::list::item(resource, v, &q, &headers)?),
             }
         }
         (Method::PUT, Target::Item { key, sub }) => {
             let value = parse_object(&read_body(body).await?, content_type.as_deref())?;
             let dry = dry_run(&q)?;
+            let (value, warnings) = match sub {
+                Sub::Scale => (value, Vec::new()),
+                _ => FieldValidation::from_query(&q)?.prepare(key.resource, value)?,
+            };
             let obj = blocking(move || match sub {
                 Sub::Scale => scale::put_scale(&state, &key, value, dry),
                 _ => replace(&state, &net, &key, value, sub, dry),
             })
             .await?;
-            Ok(axum::Json(obj).into_response())
+            Ok(with_warnings(axum::Json(obj).into_response(), &warnings))
         }
         (
             Method::DELETE,
@@ -190,17 +243,46 @@ pub(super) fn dry_run(q: &Query) -> Result<bool, ApiError> {
     }
 }
 
-fn list(state: &ApiState, resource: Resource, namespace: Option<&str>, q: &Query) -> ApiResult {
-    let sel = Selector::parse(resource, q.get("labelSelector"), q.get("fieldSelector"))?;
+async fn list(
+    state: &ApiState,
+    resource: Resource,
+    namespace: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult {
+    super::list::list(state, resource, namespace, q, headers).await
+}
+
+/// DELETE on a collection: every matching object is deleted as a DELETE of
+/// it would be (graceful pods, finalizers, propagation); the answer is the
+/// list of what was deleted or marked. Objects gone meanwhile are skipped.
+fn delete_collection(
+    state: &ApiState,
+    resource: Resource,
+    namespace: Option<&str>,
+    sel: &Selector,
+    opts: &DeleteOptions,
+) -> Result<Value, Failure> {
     let (items, rv) = state.store.list(resource, namespace)?;
-    let items: Vec<Value> = items.into_iter().filter(|o| sel.matches(o)).collect();
-    Ok(axum::Json(json!({
+    let mut out = Vec::new();
+    for item in items.into_iter().filter(|o| sel.matches(o)) {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        let key = match item["metadata"]["namespace"].as_str() {
+            Some(ns) if resource.namespaced() => Key::namespaced(resource, ns, name),
+            _ => Key::cluster(resource, name),
+        };
+        match delete(state, &key, opts) {
+            Ok(v) => out.push(v),
+            Err(f) if f.error.reason == crate::api::error::Reason::NotFound => {}
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(json!({
         "kind": format!("{}List", resource.kind()),
         "apiVersion": resource.api_version(),
         "metadata": {"resourceVersion": rv.to_string()},
-        "items": items,
+        "items": out,
     }))
-    .into_response())
 }
 
 /// Creates `default` and `kube-system` when missing.

@@ -7,6 +7,16 @@
 //! stream ends. `timeoutSeconds` ends the stream (default 30 min);
 //! `allowWatchBookmarks` sends a `BOOKMARK` every [`BOOKMARK_INTERVAL`].
 //!
+//! `sendInitialEvents=true` (WatchList; needs `resourceVersionMatch=
+//! NotOlderThan` and `allowWatchBookmarks=true`, else 422): the current
+//! state as `ADDED` events whatever the version (a version the store has
+//! not reached is a 504), then a `BOOKMARK` annotated
+//! `k8s.io/initial-events-end: "true"` at the list's version, then changes.
+//!
+//! With an `Accept` asking for a `meta.k8s.io` Table, each object event
+//! carries a one-row Table; the first carries the column definitions
+//! ([`super::table`]). Bookmarks and errors are not tabulated.
+//!
 //! Selectors filter events by the object's state in the event: an object
 //! that stops matching is not reported as `DELETED` (the API server does);
 //! watchers that need that re-list.
@@ -15,13 +25,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::query::Query;
 use super::selectors::Selector;
+use super::table::{self, TableRequest};
 use super::{ApiResult, ApiState};
+use crate::api::error::Reason;
 use crate::api::{ApiError, Resource};
 use crate::store::{StoreError, WatchStream};
 
@@ -38,11 +50,58 @@ fn error_line(e: StoreError) -> bytes::Bytes {
     line("ERROR", &ApiError::from(e).to_json())
 }
 
+/// Turns object events into lines, as Tables when asked.
+struct Render {
+    resource: Resource,
+    table: Option<TableRequest>,
+    columns_sent: bool,
+}
+
+impl Render {
+    fn event(&mut self, kind: &str, object: &Value) -> bytes::Bytes {
+        let Some(req) = self.table else {
+            return line(kind, object);
+        };
+        let rv = object["metadata"]["resourceVersion"].clone();
+        let meta = json!({"resourceVersion": rv});
+        let with_columns = !self.columns_sent;
+        match table::table(
+            self.resource,
+            req,
+            std::slice::from_ref(object),
+            meta,
+            with_columns,
+        ) {
+            Ok(t) => {
+                self.columns_sent = true;
+                line(kind, &t)
+            }
+            Err(e) => line("ERROR", &e.to_json()),
+        }
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> bytes::Bytes {
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if initial_end && let Some(m) = metadata.as_object_mut() {
+            m.insert(
+                "annotations".into(),
+                json!({"k8s.io/initial-events-end": "true"}),
+            );
+        }
+        let object = json!({
+            "kind": self.resource.kind(),
+            "apiVersion": self.resource.api_version(),
+            "metadata": metadata,
+        });
+        line("BOOKMARK", &object)
+    }
+}
+
 struct Watch {
     initial: VecDeque<bytes::Bytes>,
     stream: Option<WatchStream>,
     selector: Selector,
-    resource: Resource,
+    render: Render,
     deadline: tokio::time::Instant,
     bookmarks: Option<tokio::time::Interval>,
     last_rv: u64,
@@ -65,19 +124,12 @@ impl Watch {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(self.deadline) => return None,
-                _ = bookmark => {
-                    let object = json!({
-                        "kind": self.resource.kind(),
-                        "apiVersion": self.resource.api_version(),
-                        "metadata": {"resourceVersion": self.last_rv.to_string()},
-                    });
-                    return Some(line("BOOKMARK", &object));
-                }
+                _ = bookmark => return Some(self.render.bookmark(self.last_rv, false)),
                 ev = stream.next() => match ev {
                     Ok(Some(ev)) => {
                         self.last_rv = ev.resource_version;
                         if self.selector.matches(&ev.object) {
-                            return Some(line(ev.kind.as_str(), &ev.object));
+                            return Some(self.render.event(ev.kind.as_str(), &ev.object));
                         }
                     }
                     Ok(None) => return None,
@@ -91,13 +143,38 @@ impl Watch {
     }
 }
 
+/// Whether `sendInitialEvents=true` was asked, checked as the API server
+/// checks it.
+fn initial_events(q: &Query) -> Result<bool, ApiError> {
+    if !q.flag("sendInitialEvents")? {
+        return Ok(false);
+    }
+    if q.get("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting \
+             resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if !q.flag("allowWatchBookmarks")? {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            "allowWatchBookmarks: Forbidden: sendInitialEvents requires setting \
+             allowWatchBookmarks to true",
+        ));
+    }
+    Ok(true)
+}
+
 pub async fn watch(
     state: ApiState,
     resource: Resource,
     namespace: Option<String>,
     q: &Query,
+    headers: &HeaderMap,
 ) -> ApiResult {
     let selector = Selector::parse(resource, q.get("labelSelector"), q.get("fieldSelector"))?;
+    let send_initial = initial_events(q)?;
     let since = match q.get("resourceVersion") {
         None | Some("") | Some("0") => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| {
@@ -108,11 +185,16 @@ pub async fn watch(
         .int("timeoutSeconds")?
         .filter(|t| *t > 0)
         .map_or(DEFAULT_TIMEOUT, |t| Duration::from_secs(t.unsigned_abs()));
+    let mut render = Render {
+        resource,
+        table: table::requested(headers, q)?,
+        columns_sent: false,
+    };
     let store = state.store.clone();
     let mut initial = VecDeque::new();
     let mut last_rv = 0;
     let stream = match since {
-        Some(rv) => match store.watch(resource, namespace.as_deref(), Some(rv)) {
+        Some(rv) if !send_initial => match store.watch(resource, namespace.as_deref(), Some(rv)) {
             Ok(s) => {
                 last_rv = rv;
                 Some(s)
@@ -123,10 +205,20 @@ pub async fn watch(
             }
             Err(e) => return Err(e.into()),
         },
-        None => {
+        _ => {
             let (items, rv) = store.list(resource, namespace.as_deref())?;
+            if let Some(asked) = since.filter(|s| *s > rv) {
+                return Err(ApiError::new(
+                    Reason::Timeout,
+                    format!("Too large resource version: {asked}, current: {rv}"),
+                )
+                .into());
+            }
             for o in items.iter().filter(|o| selector.matches(o)) {
-                initial.push_back(line("ADDED", o));
+                initial.push_back(render.event("ADDED", o));
+            }
+            if send_initial {
+                initial.push_back(render.bookmark(rv, true));
             }
             last_rv = rv;
             Some(store.watch(resource, namespace.as_deref(), Some(rv))?)
@@ -144,7 +236,7 @@ pub async fn watch(
         initial,
         stream,
         selector,
-        resource,
+        render,
         deadline: tokio::time::Instant::now() + timeout,
         bookmarks,
         last_rv,
@@ -162,4 +254,133 @@ pub async fn watch(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderValue;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::{Datastore, Key};
+
+    fn state() -> (tempfile::TempDir, ApiState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(
+            &dir.path().join("s.redb"),
+            &dir.path().join("run/secrets.redb"),
+        )
+        .unwrap();
+        for name in ["a", "b"] {
+            store
+                .create(
+                    &Key::namespaced(Resource::ConfigMaps, "d", name),
+                    json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": name, "namespace": "d"}}),
+                )
+                .unwrap();
+        }
+        let state = ApiState {
+            store: Arc::new(store),
+            runtime: None,
+            node_name: "n".into(),
+            bind_unscheduled: false,
+        };
+        (dir, state)
+    }
+
+    /// The first `n` events of a watch response.
+    async fn events(r: axum::response::Response, n: usize) -> Vec<Value> {
+        let mut body = r.into_body();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let frame = body.frame().await.unwrap().unwrap();
+            buf.extend_from_slice(frame.data_ref().unwrap());
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                out.push(serde_json::from_slice(&line).unwrap());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn initial_events_end_with_an_annotated_bookmark() {
+        let (_d, state) = state();
+        let rv = state.store.revision().unwrap();
+        let q = Query::parse(Some(
+            "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=1",
+        ));
+        let r = watch(
+            state.clone(),
+            Resource::ConfigMaps,
+            Some("d".into()),
+            &q,
+            &HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+        let ev = events(r, 3).await;
+        assert_eq!(ev[0]["type"], "ADDED");
+        assert_eq!(ev[1]["object"]["metadata"]["name"], "b");
+        assert_eq!(ev[2]["type"], "BOOKMARK");
+        assert_eq!(
+            ev[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+        assert_eq!(
+            ev[2]["object"]["metadata"]["resourceVersion"],
+            rv.to_string()
+        );
+        for bad in [
+            "sendInitialEvents=true&allowWatchBookmarks=true",
+            "sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+        ] {
+            let e = watch(
+                state.clone(),
+                Resource::ConfigMaps,
+                None,
+                &Query::parse(Some(bad)),
+                &HeaderMap::new(),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(e.code(), 422, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn table_events_carry_columns_once() {
+        let (_d, state) = state();
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::ACCEPT,
+            HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+        );
+        let r = watch(
+            state,
+            Resource::ConfigMaps,
+            Some("d".into()),
+            &Query::default(),
+            &h,
+        )
+        .await
+        .unwrap();
+        let ev = events(r, 2).await;
+        assert_eq!(ev[0]["object"]["kind"], "Table");
+        assert_eq!(ev[0]["object"]["rows"][0]["cells"][0], "a");
+        assert!(
+            !ev[0]["object"]["columnDefinitions"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(ev[1]["object"]["columnDefinitions"], json!([]));
+        assert_eq!(ev[1]["object"]["rows"][0]["cells"][0], "b");
+    }
 }

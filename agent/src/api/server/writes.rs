@@ -125,8 +125,9 @@ pub(super) fn create(
     Ok(store.create(&key, obj.to_value())?)
 }
 
-/// Single node without a scheduler: bind to this node.
-fn bind(pod: &mut k8s_openapi::api::core::v1::Pod, node: &str, now: Timestamp) {
+/// Binds an unbound pod to `node` (PodScheduled=True); a bound pod is
+/// left as it is.
+pub(super) fn bind(pod: &mut k8s_openapi::api::core::v1::Pod, node: &str, now: Timestamp) {
     use k8s_openapi::api::core::v1::PodCondition;
     let Some(spec) = pod.spec.as_mut() else {
         return;
@@ -246,7 +247,7 @@ pub(super) fn replace(
         // Only the status changes; everything else stays as stored.
         Sub::Status => root_field(current.clone(), &new.to_value(), "status"),
         Sub::Finalize => with_field(current.clone(), &new.to_value(), "/spec", "finalizers"),
-        Sub::Scale => return Err(not_found_path().into()),
+        Sub::Scale | Sub::Eviction | Sub::Binding => return Err(not_found_path().into()),
         Sub::Main => {
             // System fields the client may leave out are kept.
             let (om, nm) = (old.meta().clone(), new.meta_mut());

@@ -258,6 +258,55 @@ impl ClusterCa {
     }
 }
 
+impl ClusterCa {
+    /// Issues a client certificate (client authentication EKU only, valid
+    /// 1 year) with `CN=common_name` and one `O=` per group: what the API
+    /// server reads as user and groups, as kube-apiserver does.
+    pub fn issue_client_cert(
+        &self,
+        common_name: &str,
+        groups: &[&str],
+    ) -> Result<NodeCert, PkiError> {
+        if common_name.is_empty() || common_name.len() > 64 {
+            return Err(PkiError::NodeName {
+                name: common_name.to_owned(),
+                reason: "a user name must have 1 to 64 characters",
+            });
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| {
+            PkiError::Generate {
+                what: "client key",
+                source,
+            }
+        })?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        for g in groups {
+            dn.push(DnType::OrganizationName, *g);
+        }
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, |d| {
+            d.checked_add(jiff::Span::new().days(NODE_DAYS))
+        })?;
+        params.serial_number = Some(random_serial());
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|source| PkiError::Generate {
+                what: "client certificate",
+                source,
+            })?;
+        Ok(NodeCert {
+            node_name: common_name.to_owned(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 /// A node's certificate (PEM) and private key (PKCS#8 PEM).
 #[derive(Clone)]
 pub struct NodeCert {
