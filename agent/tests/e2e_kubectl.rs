@@ -164,6 +164,24 @@ fn pods(a: &Agent) -> Vec<Value> {
     v["items"].as_array().unwrap().clone()
 }
 
+/// `kubectl rollout status deployment/web` succeeds.
+fn rolled_out(a: &Agent) {
+    let out = a
+        .kubectl(
+            &[
+                "-n",
+                "shop",
+                "rollout",
+                "status",
+                "deployment/web",
+                "--timeout=120s",
+            ],
+            None,
+        )
+        .unwrap();
+    assert!(ok(&out).contains("successfully rolled out"), "{out:?}");
+}
+
 fn env_x(a: &Agent) -> String {
     let out = a
         .kubectl(
@@ -210,20 +228,7 @@ fn kubectl_drives_a_cluster() {
     ] {
         assert!(text.contains(line), "{line} missing from {text}");
     }
-    let out = a
-        .kubectl(
-            &[
-                "-n",
-                "shop",
-                "rollout",
-                "status",
-                "deployment/web",
-                "--timeout=120s",
-            ],
-            None,
-        )
-        .unwrap();
-    assert!(ok(&out).contains("successfully rolled out"), "{out:?}");
+    rolled_out(a);
 
     // get: wide, json, yaml.
     let out = a
@@ -305,20 +310,7 @@ fn kubectl_drives_a_cluster() {
     );
     assert!(out.stdout.contains("configmap/cfg unchanged"), "{out:?}");
     assert_eq!(env_x(a), "2");
-    let out = a
-        .kubectl(
-            &[
-                "-n",
-                "shop",
-                "rollout",
-                "status",
-                "deployment/web",
-                "--timeout=120s",
-            ],
-            None,
-        )
-        .unwrap();
-    assert!(ok(&out).contains("successfully rolled out"), "{out:?}");
+    rolled_out(a);
     let out = a
         .kubectl(
             &[
@@ -341,20 +333,7 @@ fn kubectl_drives_a_cluster() {
         .unwrap();
     assert!(ok(&out).contains("rolled back"), "{out:?}");
     assert_eq!(env_x(a), "1");
-    let out = a
-        .kubectl(
-            &[
-                "-n",
-                "shop",
-                "rollout",
-                "status",
-                "deployment/web",
-                "--timeout=120s",
-            ],
-            None,
-        )
-        .unwrap();
-    assert!(ok(&out).contains("successfully rolled out"), "{out:?}");
+    rolled_out(a);
 
     // A pod on node 1, reached through node 0.
     let remote = pods(a)
@@ -775,6 +754,40 @@ fn typed_creates_drain_and_server_side_apply() {
         )
         .unwrap();
     ok(&out);
+    // exec over SPDY, as kubectl before 1.30 speaks it: output, exit code,
+    // stdin.
+    let mut cmd = a
+        .kubectl_command(&[
+            "-n",
+            "team",
+            "exec",
+            "-i",
+            "p",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got=$x; echo err >&2; exit 4",
+        ])
+        .unwrap();
+    cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+    let out = run_with_stdin(cmd, Some("hi\n")).unwrap();
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (4, "got=hi\n"),
+        "{out:?}"
+    );
+    assert!(out.stderr.starts_with("err\n"), "{out:?}");
+    let mut cmd = a
+        .kubectl_command(&["-v=6", "-n", "team", "exec", "p", "--", "true"])
+        .unwrap();
+    cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+    let out = run_with_stdin(cmd, None).unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("POST") && out.stderr.contains("101 Switching Protocols"),
+        "{out:?}"
+    );
+
     let out = a
         .kubectl(&["drain", &a.node_name, "--force", "--timeout=60s"], None)
         .unwrap();
@@ -790,4 +803,10 @@ fn typed_creates_drain_and_server_side_apply() {
     not_found(&a, &["-n", "team", "get", "pod", "p"]);
     let out = a.kubectl(&["uncordon", &a.node_name], None).unwrap();
     assert!(ok(&out).contains("uncordoned"), "{out:?}");
+
+    // delete namespace: it and everything in it go.
+    let out = a.kubectl(&["delete", "namespace", "team"], None).unwrap();
+    assert!(ok(&out).contains("namespace \"team\" deleted"), "{out:?}");
+    not_found(&a, &["get", "namespace", "team"]);
+    not_found(&a, &["-n", "team", "get", "secret", "s"]);
 }

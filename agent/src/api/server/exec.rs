@@ -1,6 +1,6 @@
 //! `GET|POST /api/v1/namespaces/{ns}/pods/{name}/exec` over WebSocket
 //! (subprotocols `v5.channel.k8s.io`, `v4.channel.k8s.io`, as kubectl 1.30+
-//! speaks them; SPDY is not served).
+//! speaks them) or over SPDY/3.1 ([`super::exec_spdy`], older kubectls).
 //!
 //! Binary messages carry a channel byte: 0 stdin, 1 stdout, 2 stderr, 3 the
 //! final `Status` (Success, or Failure/NonZeroExitCode with the exit code
@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::response::IntoResponse;
 use herd_runtime::pod::{ContainerRecord, ContainerState};
 use serde_json::{Value, json};
@@ -23,18 +23,21 @@ use crate::api::ApiError;
 
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
+/// What the client asked to run, and which streams it wants.
 #[derive(Debug, Clone)]
-struct Request {
-    command: Vec<String>,
-    stdin: bool,
-    tty: bool,
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
 }
 
 pub async fn exec(
     State(state): State<ApiState>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> ApiResult {
     let q = Query::parse(raw.as_deref());
     let command = q.all("command");
@@ -44,14 +47,28 @@ pub async fn exec(
         )
         .into());
     }
-    let req = Request {
+    let req = ExecRequest {
         command,
         stdin: q.flag("stdin")?,
+        stdout: q.flag("stdout")?,
+        stderr: q.flag("stderr")?,
         tty: q.flag("tty")?,
     };
-    let ws = ws.map_err(|_| {
-        ApiError::bad_request("Upgrade request required: exec is served over WebSocket only")
-    })?;
+    let spdy = super::exec_spdy::is_spdy(request.headers());
+    let (mut parts, _) = request.into_parts();
+    let ws = if spdy {
+        None
+    } else {
+        Some(
+            WebSocketUpgrade::from_request_parts(&mut parts, &state)
+                .await
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "Upgrade request required: exec is served over WebSocket or SPDY/3.1",
+                    )
+                })?,
+        )
+    };
     let container = q.get("container").map(str::to_string);
     let st = state.clone();
     let n = name.clone();
@@ -69,10 +86,18 @@ pub async fn exec(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let runtime = target.runtime;
-    Ok(ws
-        .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| session(socket, runtime, rec, req))
-        .into_response())
+    match ws {
+        Some(ws) => Ok(ws
+            .protocols(PROTOCOLS)
+            .on_upgrade(move |socket| session(socket, runtime, rec, req))
+            .into_response()),
+        None => super::exec_spdy::upgrade(
+            axum::extract::Request::from_parts(parts, axum::body::Body::empty()),
+            runtime,
+            rec,
+            req,
+        ),
+    }
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -105,7 +130,7 @@ pub fn exit_status(command: &[String], result: Result<i32, String>) -> Value {
     }
 }
 
-fn spawn_reader(
+pub(super) fn spawn_reader(
     mut r: Box<dyn Read + Send>,
     channel: u8,
     tx: tokio::sync::mpsc::Sender<(u8, Vec<u8>)>,
@@ -131,7 +156,7 @@ async fn session(
     mut socket: WebSocket,
     runtime: std::sync::Arc<herd_runtime::pod::PodRuntime>,
     rec: ContainerRecord,
-    req: Request,
+    req: ExecRequest,
 ) {
     let cmd = req.command.clone();
     let started = tokio::task::spawn_blocking(move || {
@@ -220,7 +245,7 @@ async fn session(
     finish(socket, exit_status(&cmd, result)).await;
 }
 
-fn kill(pid: u32) {
+pub(super) fn kill(pid: u32) {
     if let Some(p) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod delete;
 pub mod discovery;
 pub mod exec;
+pub mod exec_spdy;
 pub mod kubeconfig;
 pub mod list;
 pub mod logs;

@@ -266,11 +266,7 @@ fn delete_collection(
     let (items, rv) = state.store.list(resource, namespace)?;
     let mut out = Vec::new();
     for item in items.into_iter().filter(|o| sel.matches(o)) {
-        let name = item["metadata"]["name"].as_str().unwrap_or_default();
-        let key = match item["metadata"]["namespace"].as_str() {
-            Some(ns) if resource.namespaced() => Key::namespaced(resource, ns, name),
-            _ => Key::cluster(resource, name),
-        };
+        let key = watch::key_of(resource, &item);
         match delete(state, &key, opts) {
             Ok(v) => out.push(v),
             Err(f) if f.error.reason == crate::api::error::Reason::NotFound => {}

@@ -35,7 +35,7 @@ use super::table::{self, TableRequest};
 use super::{ApiResult, ApiState};
 use crate::api::error::Reason;
 use crate::api::{ApiError, Resource};
-use crate::store::{StoreError, WatchStream};
+use crate::store::{EventType, Key, StoreError, WatchEvent, WatchStream};
 
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -105,9 +105,39 @@ struct Watch {
     deadline: tokio::time::Instant,
     bookmarks: Option<tokio::time::Interval>,
     last_rv: u64,
+    /// With a selector: the keys the client holds as matching, so that an
+    /// object that stops matching is sent as DELETED and one that starts
+    /// matching as ADDED (as the API server's watch cache does).
+    matching: Option<std::collections::HashSet<Key>>,
 }
 
 impl Watch {
+    /// The event type to send for `ev` through the selector, if any.
+    fn filter(&mut self, ev: &WatchEvent) -> Option<&'static str> {
+        let now = self.selector.matches(&ev.object);
+        let Some(held) = self.matching.as_mut() else {
+            return now.then(|| ev.kind.as_str());
+        };
+        let had = held.contains(&ev.key);
+        match (ev.kind, had, now) {
+            (EventType::Deleted, true, _) => {
+                held.remove(&ev.key);
+                Some("DELETED")
+            }
+            (EventType::Deleted, false, m) => m.then_some("DELETED"),
+            (_, true, true) => Some(ev.kind.as_str()),
+            (_, true, false) => {
+                held.remove(&ev.key);
+                Some("DELETED")
+            }
+            (_, false, true) => {
+                held.insert(ev.key.clone());
+                Some("ADDED")
+            }
+            (_, false, false) => None,
+        }
+    }
+
     async fn next(&mut self) -> Option<bytes::Bytes> {
         if let Some(b) = self.initial.pop_front() {
             return Some(b);
@@ -128,8 +158,8 @@ impl Watch {
                 ev = stream.next() => match ev {
                     Ok(Some(ev)) => {
                         self.last_rv = ev.resource_version;
-                        if self.selector.matches(&ev.object) {
-                            return Some(self.render.event(ev.kind.as_str(), &ev.object));
+                        if let Some(kind) = self.filter(&ev) {
+                            return Some(self.render.event(kind, &ev.object));
                         }
                     }
                     Ok(None) => return None,
@@ -140,6 +170,15 @@ impl Watch {
                 },
             }
         }
+    }
+}
+
+/// The store key of a listed object.
+pub(super) fn key_of(resource: Resource, o: &Value) -> Key {
+    let name = o["metadata"]["name"].as_str().unwrap_or_default();
+    match o["metadata"]["namespace"].as_str() {
+        Some(ns) if resource.namespaced() => Key::namespaced(resource, ns, name),
+        _ => Key::cluster(resource, name),
     }
 }
 
@@ -193,10 +232,24 @@ pub async fn watch(
     let store = state.store.clone();
     let mut initial = VecDeque::new();
     let mut last_rv = 0;
+    let mut matching = None;
     let stream = match since {
         Some(rv) if !send_initial => match store.watch(resource, namespace.as_deref(), Some(rv)) {
             Ok(s) => {
                 last_rv = rv;
+                if !selector.is_empty() {
+                    // What the client listed at `rv` is not known; what
+                    // matches now is the closest guess (an object that
+                    // started matching meanwhile comes as MODIFIED).
+                    let (items, _) = store.list(resource, namespace.as_deref())?;
+                    matching = Some(
+                        items
+                            .iter()
+                            .filter(|o| selector.matches(o))
+                            .map(|o| key_of(resource, o))
+                            .collect(),
+                    );
+                }
                 Some(s)
             }
             Err(e @ StoreError::Expired { .. }) => {
@@ -214,8 +267,13 @@ pub async fn watch(
                 )
                 .into());
             }
+            let mut held = std::collections::HashSet::new();
             for o in items.iter().filter(|o| selector.matches(o)) {
                 initial.push_back(render.event("ADDED", o));
+                held.insert(key_of(resource, o));
+            }
+            if !selector.is_empty() {
+                matching = Some(held);
             }
             if send_initial {
                 initial.push_back(render.bookmark(rv, true));
@@ -240,6 +298,7 @@ pub async fn watch(
         deadline: tokio::time::Instant::now() + timeout,
         bookmarks,
         last_rv,
+        matching,
     };
     let body = futures_util::stream::unfold(w, |mut w| async move {
         w.next()
@@ -265,8 +324,8 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+    use crate::store::Datastore;
     use crate::store::local::LocalStore;
-    use crate::store::{Datastore, Key};
 
     fn state() -> (tempfile::TempDir, ApiState) {
         let dir = tempfile::tempdir().unwrap();
@@ -382,5 +441,35 @@ mod tests {
         );
         assert_eq!(ev[1]["object"]["columnDefinitions"], json!([]));
         assert_eq!(ev[1]["object"]["rows"][0]["cells"][0], "b");
+    }
+
+    #[tokio::test]
+    async fn objects_leaving_and_entering_the_selector() {
+        let (_d, state) = state();
+        let rv = state.store.revision().unwrap();
+        let q = Query::parse(Some(&format!("labelSelector=app%3Dx&resourceVersion={rv}")));
+        let r = watch(
+            state.clone(),
+            Resource::ConfigMaps,
+            Some("d".into()),
+            &q,
+            &HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+        let key = Key::namespaced(Resource::ConfigMaps, "d", "a");
+        let label = |app: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "a", "namespace": "d", "labels": {"app": app}}})
+        };
+        for app in ["x", "x", "y", "y", "x"] {
+            state.store.update(&key, label(app), None).unwrap();
+        }
+        state.store.delete(&key, None).unwrap();
+        let ev = events(r, 5).await;
+        let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        // starts matching, changes, stops (DELETED), y→y is not seen,
+        // matches again (ADDED), then is deleted.
+        assert_eq!(types, ["ADDED", "MODIFIED", "DELETED", "ADDED", "DELETED"]);
     }
 }

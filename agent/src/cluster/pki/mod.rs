@@ -216,16 +216,6 @@ impl ClusterCa {
         dns: &[String],
     ) -> Result<NodeCert, PkiError> {
         validate_node_name(node_name)?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| {
-            PkiError::Generate {
-                what: "node key",
-                source,
-            }
-        })?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, node_name);
-        params.distinguished_name = dn;
         let mut sans = vec![dns_san(node_name)?];
         for name in dns {
             if name != node_name {
@@ -233,32 +223,17 @@ impl ClusterCa {
             }
         }
         sans.extend(ips.iter().copied().map(SanType::IpAddress));
-        params.subject_alt_names = sans;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, |d| {
-            d.checked_add(jiff::Span::new().days(NODE_DAYS))
-        })?;
-        params.serial_number = Some(random_serial());
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(|source| PkiError::Generate {
-                what: "node certificate",
-                source,
-            })?;
-        Ok(NodeCert {
-            node_name: node_name.to_owned(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.issue_leaf(
+            node_name,
+            &[],
+            sans,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
-}
 
-impl ClusterCa {
     /// Issues a client certificate (client authentication EKU only, valid
     /// 1 year) with `CN=common_name` and one `O=` per group: what the API
     /// server reads as user and groups, as kube-apiserver does.
@@ -273,21 +248,38 @@ impl ClusterCa {
                 reason: "a user name must have 1 to 64 characters",
             });
         }
+        self.issue_leaf(
+            common_name,
+            groups,
+            Vec::new(),
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        )
+    }
+
+    /// A P-256 leaf certificate valid [`NODE_DAYS`], signed by the CA.
+    fn issue_leaf(
+        &self,
+        common_name: &str,
+        organizations: &[&str],
+        sans: Vec<SanType>,
+        ekus: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<NodeCert, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| {
             PkiError::Generate {
-                what: "client key",
+                what: "leaf key",
                 source,
             }
         })?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
-        for g in groups {
-            dn.push(DnType::OrganizationName, *g);
+        for o in organizations {
+            dn.push(DnType::OrganizationName, *o);
         }
         params.distinguished_name = dn;
+        params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = ekus;
         params.use_authority_key_identifier_extension = true;
         set_validity(&mut params, |d| {
             d.checked_add(jiff::Span::new().days(NODE_DAYS))
@@ -296,7 +288,7 @@ impl ClusterCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|source| PkiError::Generate {
-                what: "client certificate",
+                what: "leaf certificate",
                 source,
             })?;
         Ok(NodeCert {
