@@ -258,6 +258,19 @@ fn api_pki(
     })
 }
 
+/// glibc gives every thread that allocates an arena of its own (up to 8
+/// per core) and keeps each arena's high-water mark: a 10,000-pod LIST
+/// rendered on one blocking thread, then another, pins a few hundred MB per
+/// arena. Two arenas bound the agent's RSS (measured by `scripts/bench-api.sh`).
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before the runtime starts any thread; mallopt only
+    // changes the allocator's tuning.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Host facts the kubelet needs.
 fn node_memory_bytes(proc_root: &Path) -> u64 {
     std::fs::read_to_string(proc_root.join("meminfo"))
@@ -320,6 +333,7 @@ fn runtime_binary(args: &AgentArgs, hybrid_or_v1: bool) -> anyhow::Result<Runtim
 /// `herd agent`: runs until SIGTERM/SIGINT. Pods keep running when it
 /// stops (their monitors hold them); the next start re-adopts them.
 pub fn run(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd-agent")
