@@ -19,12 +19,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
 use herd_runtime::pod::ContainerRecord;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -56,14 +53,7 @@ pub fn upgrade(
     rec: ContainerRecord,
     exec: ExecRequest,
 ) -> ApiResult {
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_string())
-        .collect();
+    let offered = super::portforward::header_values(req.headers(), "x-stream-protocol-version");
     if !offered.iter().any(|p| p == PROTOCOL) {
         return Err(Failure::from(ApiError::new(
             Reason::Forbidden,
@@ -72,20 +62,12 @@ pub fn upgrade(
             ),
         )));
     }
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => serve(TokioIo::new(upgraded), runtime, rec, exec).await,
-            Err(e) => tracing::debug!(error = %e, "exec: spdy upgrade"),
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", PROTOCOL)
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()).into())
+    Ok(super::spdy::upgrade(
+        &mut req,
+        PROTOCOL,
+        "exec",
+        move |io| serve(io, runtime, rec, exec),
+    )?)
 }
 
 #[derive(Default)]

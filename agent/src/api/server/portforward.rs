@@ -33,12 +33,10 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -156,20 +154,12 @@ pub async fn portforward(
         )));
     }
     let mut req = req;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => serve(TokioIo::new(upgraded), target).await,
-            Err(e) => tracing::debug!(error = %e, "portforward: spdy upgrade"),
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", PROTOCOL)
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()).into())
+    Ok(spdy::upgrade(
+        &mut req,
+        PROTOCOL,
+        "portforward",
+        move |io| serve(io, target),
+    )?)
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -177,7 +167,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// All comma-separated values of every `name` header.
-fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
+pub(super) fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -40,3 +40,33 @@ pub enum SpdyError {
     #[error("spdy session task: {0}")]
     Task(String),
 }
+
+/// Answers an HTTP `Upgrade: SPDY/3.1` request with `101` and
+/// `X-Stream-Protocol-Version: protocol`, and runs `serve` on the upgraded
+/// connection. `what` names the caller in logs.
+pub fn upgrade<F, Fut>(
+    req: &mut axum::extract::Request,
+    protocol: &'static str,
+    what: &'static str,
+    serve: F,
+) -> Result<axum::response::Response, crate::api::ApiError>
+where
+    F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use axum::http::{StatusCode, header};
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!(error = %e, "{what}: spdy upgrade"),
+        }
+    });
+    axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", protocol)
+        .body(axum::body::Body::empty())
+        .map_err(|e| crate::api::ApiError::internal(e.to_string()))
+}
