@@ -41,7 +41,11 @@ fn topology_connects_nodes_partitions_and_is_removed() {
     // A listener in node 2, reached from node 0 over the bridge.
     let to = SocketAddr::from((c.addr(2), 7443));
     let listener = in_netns(&paths[2], || TcpListener::bind(to).unwrap());
-    assert!(connects(&paths[0], to), "node 0 cannot reach node 2");
+    // The first packet waits for ARP and the new bridge ports: poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !connects(&paths[0], to) {
+        assert!(Instant::now() < deadline, "node 0 cannot reach node 2");
+    }
     assert!(!connects(&paths[0], SocketAddr::from((c.addr(2), 7444))));
     // Partitioned: nothing gets through; healed: it does again.
     c.partition(2).unwrap();
