@@ -142,6 +142,14 @@ pub struct AgentArgs {
     /// `--overlay vxlan`: the overlay costs 50 bytes).
     #[arg(long)]
     pub pod_mtu: Option<u32>,
+    #[command(flatten)]
+    pub datastore: crate::store::etcd::DatastoreArgs,
+    /// With `--datastore`: TTL of the leader election's etcd lease. A
+    /// leader that dies is replaced this long after its last keep-alive.
+    /// etcd raises it to its own minimum (1.5 x its election timeout: 2 s
+    /// with etcd's defaults).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub leader_lease_ttl: std::time::Duration,
 }
 
 impl AgentArgs {
@@ -356,6 +364,21 @@ async fn open_backing(
 ) -> anyhow::Result<Backing> {
     let cluster_dir = root_dir.join("cluster");
     let cluster_mode = args.init || args.join.is_some() || has_identity(&cluster_dir);
+    let etcd = args.datastore.etcd().map_err(anyhow::Error::msg)?;
+    if etcd.is_some() && !cluster_mode {
+        anyhow::bail!(
+            "--datastore needs cluster mode: start the first node with --init, the others with --join ADDR --token T"
+        );
+    }
+    if args.leader_lease_ttl < Duration::from_secs(1) || args.leader_lease_ttl.subsec_nanos() != 0 {
+        anyhow::bail!(
+            "--leader-lease-ttl {:?}: etcd leases are whole seconds, at least 1s",
+            args.leader_lease_ttl
+        );
+    }
+    if cluster_mode {
+        check_datastore_record(&cluster_dir, etcd.as_ref())?;
+    }
     if !cluster_mode {
         let store = LocalStore::open(
             &root_dir.join("store.redb"),
@@ -399,6 +422,7 @@ async fn open_backing(
             min_suspicion: args.gossip_suspicion,
             ..Tuning::default()
         },
+        etcd: etcd.map(|e| (e, args.leader_lease_ttl)),
     })
     .await
     .context("starting the cluster node")?;
@@ -411,6 +435,43 @@ async fn open_backing(
         store: node.store.clone(),
         cluster: Some(node),
     })
+}
+
+/// Which store a cluster node's state is in, recorded in
+/// `<root>/cluster/datastore` at each start: a node that used etcd and is
+/// restarted without `--datastore` would otherwise come up on an empty
+/// embedded store. Switching from the embedded store to etcd is allowed
+/// (the migration path: `herd datastore export`, `import` into etcd, restart
+/// every node with `--datastore`).
+fn check_datastore_record(
+    cluster_dir: &Path,
+    etcd: Option<&crate::store::etcd::EtcdConfig>,
+) -> anyhow::Result<()> {
+    let file = cluster_dir.join("datastore");
+    let now = match etcd {
+        Some(e) => format!("etcd {}", e.prefix),
+        None => "embedded".to_string(),
+    };
+    let before = std::fs::read_to_string(&file).unwrap_or_default();
+    let before = before.trim();
+    if before.starts_with("etcd") && etcd.is_none() {
+        anyhow::bail!(
+            "this node's cluster state is in etcd ({before}, recorded in {}): pass --datastore; to start over on the embedded store remove that file and {}",
+            file.display(),
+            cluster_dir.display()
+        );
+    }
+    if before == "embedded" && etcd.is_some() {
+        tracing::warn!(
+            "switching this node from the embedded store to etcd: the embedded store is no longer used (move its objects with `herd datastore export` / `import`)"
+        );
+    }
+    if before != now {
+        std::fs::create_dir_all(cluster_dir)
+            .and_then(|()| std::fs::write(&file, format!("{now}\n")))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
 }
 
 /// Waits until the leader has given this node's Node object a pod CIDR.
@@ -693,9 +754,10 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
                     )
                 }
             }
+            let n = node.clone();
             background.push(tokio::spawn(crate::cluster::leader::run(
-                store.clone(),
-                node.store.leadership(),
+                move || n.leader_store(),
+                node.leadership(),
                 crate::controllers::all,
                 crate::scheduler::run::RunConfig::default(),
                 stop_rx.clone(),

@@ -1,6 +1,7 @@
 //! The Raft store against the `Datastore` contract and under faults:
 //! in-process nodes over the in-memory transport, redb files in temp dirs.
-//! The same conformance code runs against `LocalStore` and `RaftStore`.
+//! The same conformance code (`common/store_conformance.rs`) runs against
+//! `LocalStore` and `RaftStore` (and `EtcdStore` in `store_etcd.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,15 +16,10 @@ use herd_agent::store::local::LocalStore;
 use herd_agent::store::raft::{MemRouter, RaftConfig, RaftStore};
 use herd_agent::store::{Datastore, EventType, Key, StoreError, resource_version};
 use serde_json::{Value, json};
+use store_conformance::{AfterReopen, cm, conformance, key, rt};
 
-fn cm(name: &str, v: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": name, "namespace": "default"}, "data": {"k": v}})
-}
-
-fn key(name: &str) -> Key {
-    Key::namespaced(Resource::ConfigMaps, "default", name)
-}
+#[path = "common/store_conformance.rs"]
+mod store_conformance;
 
 /// Polls `f` until it returns `Some` or `within` passes.
 fn poll<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -38,108 +34,19 @@ fn poll<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T 
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The `Datastore` contract, for any backend. `open` opens the store on
-/// the same files each time (the previous one dropped first).
-fn conformance<S: Datastore>(open: impl Fn() -> S) {
-    let rt = rt();
-    let s = open();
-    let base = s.revision().unwrap();
-    let a = s.create(&key("a"), cm("a", "1")).unwrap();
-    assert_eq!(resource_version(&a), Some(base + 1));
-    assert!(matches!(
-        s.create(&key("a"), cm("a", "x")),
-        Err(StoreError::AlreadyExists { .. })
-    ));
-    let a2 = s.update(&key("a"), cm("a", "2"), Some(base + 1)).unwrap();
-    assert_eq!(resource_version(&a2), Some(base + 2));
-    match s.update(&key("a"), cm("a", "3"), Some(base + 1)) {
-        Err(StoreError::Conflict { current, .. }) => assert_eq!(current, base + 2),
-        other => panic!("want conflict, got {other:?}"),
-    }
-    assert!(matches!(
-        s.update(&key("zz"), cm("zz", "3"), None),
-        Err(StoreError::NotFound { .. })
-    ));
-    assert!(matches!(
-        s.delete(&key("zz"), None),
-        Err(StoreError::NotFound { .. })
-    ));
-    assert_eq!(s.get(&key("a")).unwrap()["data"]["k"], "2");
-    assert!(matches!(
-        s.get(&key("zz")),
-        Err(StoreError::NotFound { .. })
-    ));
-    s.create(
-        &Key::namespaced(Resource::ConfigMaps, "other", "b"),
-        cm("b", "1"),
-    )
-    .unwrap();
-    let (all, rv) = s.list(Resource::ConfigMaps, None).unwrap();
-    assert_eq!((all.len(), rv), (2, base + 3));
-    let (def, _) = s.list(Resource::ConfigMaps, Some("default")).unwrap();
-    assert_eq!(def.len(), 1);
-    assert!(matches!(
-        s.delete(&key("a"), Some(base + 1)),
-        Err(StoreError::Conflict { .. })
-    ));
-    let gone = s.delete(&key("a"), Some(base + 2)).unwrap();
-    assert_eq!(resource_version(&gone), Some(base + 4));
-    assert_eq!(gone["data"]["k"], "2");
-    assert!(matches!(s.get(&key("a")), Err(StoreError::NotFound { .. })));
-    // Watch from a revision: backlog in order, filtered by namespace.
-    let mut w = s
-        .watch(Resource::ConfigMaps, Some("default"), Some(base))
-        .unwrap();
-    rt.block_on(async {
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            let e = w.next().await.unwrap().unwrap();
-            seen.push((e.kind, e.resource_version));
-        }
-        assert_eq!(
-            seen,
-            vec![
-                (EventType::Added, base + 1),
-                (EventType::Modified, base + 2),
-                (EventType::Deleted, base + 4)
-            ]
-        );
-    });
-    // Live events after "now".
-    let mut now = s.watch(Resource::ConfigMaps, None, None).unwrap();
-    s.create(&key("c"), cm("c", "1")).unwrap();
-    let e = rt.block_on(now.next()).unwrap().unwrap();
-    assert_eq!((e.kind, e.key.name.as_str()), (EventType::Added, "c"));
-    assert_eq!(s.revision().unwrap(), base + 5);
-    drop((w, now));
-    drop(s);
-    // Reopened: state and counter are back; the ring is not.
-    let s = open();
-    assert_eq!(s.revision().unwrap(), base + 5);
-    assert_eq!(s.get(&key("c")).unwrap()["data"]["k"], "1");
-    assert!(matches!(
-        s.watch(Resource::ConfigMaps, None, Some(base)),
-        Err(StoreError::Expired { .. })
-    ));
-}
-
 #[test]
 fn local_store_conformance() {
     let dir = tempfile::tempdir().unwrap();
-    conformance(|| {
-        LocalStore::open(
-            &dir.path().join("store.redb"),
-            &dir.path().join("run/s.redb"),
-        )
-        .unwrap()
-    });
+    conformance(
+        || {
+            LocalStore::open(
+                &dir.path().join("store.redb"),
+                &dir.path().join("run/s.redb"),
+            )
+            .unwrap()
+        },
+        AfterReopen::Expired,
+    );
 }
 
 fn config(dir: &Path, id: NodeId) -> RaftConfig {
@@ -152,15 +59,18 @@ fn config(dir: &Path, id: NodeId) -> RaftConfig {
 fn raft_store_conformance_single_node() {
     let dir = tempfile::tempdir().unwrap();
     let router = MemRouter::new();
-    conformance(|| {
-        let s = RaftStore::open(config(dir.path(), 1), router.transport("n1")).unwrap();
-        router.register("n1", s.handler());
-        rt().block_on(s.initialize_single()).unwrap();
-        poll(Duration::from_secs(5), "leader", || {
-            s.is_leader().then_some(())
-        });
-        s
-    });
+    conformance(
+        || {
+            let s = RaftStore::open(config(dir.path(), 1), router.transport("n1")).unwrap();
+            router.register("n1", s.handler());
+            rt().block_on(s.initialize_single()).unwrap();
+            poll(Duration::from_secs(5), "leader", || {
+                s.is_leader().then_some(())
+            });
+            s
+        },
+        AfterReopen::Expired,
+    );
 }
 
 /// Nodes `1..=n` in one process over one router.

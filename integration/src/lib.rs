@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod archive;
 pub mod bigimage;
+pub mod etcd;
 pub mod hostile;
 pub mod oci;
 pub mod push;

@@ -2,7 +2,6 @@
 //! operation, so each sample also pays process start, gRPC dial and
 //! teardown. Only meaningful as "what a shell script would see".
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -43,21 +42,20 @@ fn run(lat: &mut Lat, endpoint: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-pub fn measure(client: SocketAddr, values: &[Bytes], n: usize, samples: usize) -> Result<Etcdctl> {
-    let endpoint = format!("http://{client}");
+pub fn measure(endpoint: &str, values: &[Bytes], n: usize, samples: usize) -> Result<Etcdctl> {
     let mut r = Etcdctl::default();
     let mut rng = Rng::new(11);
     for _ in 0..samples {
-        run(&mut r.get, &endpoint, &["get", &key(rng.below(n))])?;
+        run(&mut r.get, endpoint, &["get", &key(rng.below(n))])?;
     }
     for _ in 0..samples {
         let args = ["get", "--prefix", "--limit=500", "/registry/pods/bench/"];
-        run(&mut r.page, &endpoint, &args)?;
+        run(&mut r.page, endpoint, &args)?;
     }
     for _ in 0..samples {
         let i = rng.below(n);
         let value = String::from_utf8_lossy(values.get(i).map(|b| &b[..]).unwrap_or_default());
-        run(&mut r.put, &endpoint, &["put", &key(i), &value])?;
+        run(&mut r.put, endpoint, &["put", &key(i), &value])?;
     }
     Ok(r)
 }

@@ -14,6 +14,7 @@ pub mod client;
 #[cfg(test)]
 mod client_tests;
 mod conn;
+pub mod datastore;
 pub mod delete;
 pub mod describe;
 pub mod describe_kinds;
@@ -92,6 +93,9 @@ pub enum Command {
     Scale(scale::ScaleArgs),
     /// Print a kubeconfig for kubectl (a client certificate or a token).
     Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Export or import the whole datastore (embedded store or etcd).
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCommand),
 }
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the level.
@@ -136,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Image(cmd) => image::run(&cli.root_dir, cmd),
         Command::Agent(args) => agent::run(&cli.root_dir, *args),
+        Command::Datastore(cmd) => datastore::run(&cli.root_dir, cli.server.as_deref(), cmd),
         command => {
             let code =
                 run_api_command(&cli.root_dir, cli.server.as_deref(), cli.namespace, command);
@@ -187,7 +192,7 @@ pub fn run_api_command(
             Command::Delete(a) => delete::run(&ctx, a).await,
             Command::Scale(a) => scale::run(&ctx, a).await,
             Command::Kubeconfig(a) => kubeconfig::run(&ctx, a).await,
-            Command::Image(_) | Command::Agent(_) => Ok(()),
+            Command::Image(_) | Command::Agent(_) | Command::Datastore(_) => Ok(()),
         }
     });
     // Exec's stdin reader may still block on the terminal: do not wait.

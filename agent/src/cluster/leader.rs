@@ -6,7 +6,8 @@
 //! leader known). Stopping waits (bounded) for the old instances before a
 //! later term may start new ones, so two schedulers never run at once in
 //! one process. Across nodes, a deposed leader's writes fail (they are
-//! proposed through Raft), and every write the controllers make is a
+//! proposed through Raft, or on etcd fenced on the term's election key),
+//! and every write the controllers make is a
 //! compare-and-swap on resourceVersion, so a stale instance cannot undo
 //! the new leader's work.
 
@@ -21,9 +22,10 @@ use crate::store::Datastore;
 use crate::store::raft::Leadership;
 
 /// Runs the leader's work whenever `leadership` says this node leads,
-/// until `stop` turns true. `controllers` builds a fresh set per term.
+/// until `stop` turns true. `controllers` builds a fresh set per term, and
+/// `store` the store they write through (on etcd: fenced on the term).
 pub async fn run(
-    store: Arc<dyn Datastore>,
+    store: impl Fn() -> Arc<dyn Datastore>,
     mut leadership: watch::Receiver<Leadership>,
     controllers: impl Fn() -> Vec<Arc<dyn Controller>>,
     scheduler: RunConfig,
@@ -37,6 +39,7 @@ pub async fn run(
         let term = leadership.borrow().term;
         tracing::info!(term, "leading: starting the scheduler and the controllers");
         let (tx, rx) = watch::channel(false);
+        let store = store();
         let ctrl = crate::controllers::runner::run(store.clone(), controllers(), rx.clone());
         let sched = tokio::spawn(crate::scheduler::run::run(
             store.clone(),

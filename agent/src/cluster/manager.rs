@@ -1,7 +1,8 @@
-//! Turning gossip into cluster state. Runs on every node; the Raft-facing
-//! work happens only on the leader:
+//! Turning gossip into cluster state. Runs on every node; the store-facing
+//! work happens only on the leader (Raft's, or etcd's election winner,
+//! writing through its fenced store):
 //!
-//! - **Raft membership**: every gossip member that is alive and not yet in
+//! - **Raft membership** (embedded store only): every gossip member that is alive and not yet in
 //!   the Raft group is added as a learner (one attempt in flight per node);
 //!   then the voters are made [`desired_voters`] of the healthy members in
 //!   join order (the Node objects' creation time): 3 voters, 5 from 7
@@ -38,7 +39,7 @@ use super::node::{ClusterNode, raft_id};
 use super::transport::NodeId;
 use crate::api::Resource;
 use crate::controllers::nodelifecycle::{Readiness, readiness};
-use crate::store::raft::desired_voters;
+use crate::store::raft::{RaftStore, desired_voters};
 use crate::store::{Datastore, Key, StoreError, update_with};
 
 /// Tunables of the manager.
@@ -68,7 +69,7 @@ impl Default for ManagerConfig {
 /// Runs until `stop` turns true.
 pub async fn run(node: Arc<ClusterNode>, cfg: ManagerConfig, mut stop: watch::Receiver<bool>) {
     let mut events = node.gossip.subscribe();
-    let mut leadership = node.store.leadership();
+    let mut leadership = node.leadership();
     let in_flight: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
     let mut leader_since: Option<Instant> = None;
     let mut seeds: Vec<SocketAddr> = Vec::new();
@@ -83,10 +84,12 @@ pub async fn run(node: Arc<ClusterNode>, cfg: ManagerConfig, mut stop: watch::Re
             seeds = alive;
             save_seeds(&node.identity.dir, &seeds);
         }
-        if node.store.is_leader() {
+        if node.is_leader() {
             let since = *leader_since.get_or_insert_with(Instant::now);
-            membership(&node, &members, &in_flight).await;
-            let store = node.store.clone();
+            if let Some(raft) = node.raft() {
+                membership(&node, raft, &members, &in_flight).await;
+            }
+            let store = node.leader_store();
             let (cfg2, me) = (cfg.clone(), node.name.clone());
             let unheard_ok = since.elapsed() < cfg.unheard_grace;
             let res = tokio::task::spawn_blocking(move || {
@@ -149,10 +152,11 @@ fn healthy(node: &ClusterNode, members: &[Member]) -> Vec<(NodeId, String)> {
 
 async fn membership(
     node: &ClusterNode,
+    raft: &Arc<RaftStore>,
     members: &[Member],
     in_flight: &Arc<Mutex<HashSet<NodeId>>>,
 ) {
-    let m = node.store.metrics();
+    let m = raft.metrics();
     let healthy = healthy(node, members);
     for (id, addr) in &healthy {
         if m.nodes.contains_key(id) {
@@ -165,7 +169,7 @@ async fn membership(
             continue;
         }
         drop(set);
-        let (store, id, addr, flight) = (node.store.clone(), *id, addr.clone(), in_flight.clone());
+        let (store, id, addr, flight) = (raft.clone(), *id, addr.clone(), in_flight.clone());
         tokio::spawn(async move {
             tracing::info!(raft_id = id, %addr, "adding a learner");
             if let Err(e) = store.add_learner(id, &addr).await {
@@ -184,7 +188,7 @@ async fn membership(
     let desired = desired_voters(&members_ids, &m.voters);
     if desired != m.voters && !desired.is_empty() {
         tracing::info!(from = ?m.voters, to = ?desired, "changing raft voters");
-        if let Err(e) = node.store.change_voters(desired).await {
+        if let Err(e) = raft.change_voters(desired).await {
             tracing::warn!(error = %e, "changing raft voters failed");
         }
     }

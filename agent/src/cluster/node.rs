@@ -25,7 +25,9 @@ use super::bootstrap::{Bootstrap, BootstrapError, Identity, Origin, prepare};
 use super::gossip::{Capacity, Gossip, GossipConfig, GossipError, MemberState, NodeMeta, Tuning};
 use super::rpc::{GrpcTransport, JoinService, PeerService, RpcError, RpcServer, TransportOptions};
 use super::transport::NodeId;
-use crate::store::raft::{RaftConfig, RaftStore, RaftStoreError};
+use crate::store::etcd::{Election, EtcdConfig, EtcdStore};
+use crate::store::raft::{Leadership, RaftConfig, RaftStore, RaftStoreError};
+use crate::store::{Datastore, StoreError};
 
 /// How this node takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -43,6 +45,9 @@ pub struct ClusterConfig {
     pub capacity: Capacity,
     /// Gossip tuning (probe period, suspicion).
     pub tuning: Tuning,
+    /// An external etcd instead of the embedded Raft store, with the TTL of
+    /// the leader election's leases.
+    pub etcd: Option<(EtcdConfig, Duration)>,
 }
 
 /// Why the node could not start.
@@ -54,6 +59,8 @@ pub enum ClusterError {
     Rpc(#[from] RpcError),
     #[error("raft store")]
     Raft(#[from] RaftStoreError),
+    #[error("etcd datastore")]
+    Etcd(#[from] StoreError),
     #[error("gossip")]
     Gossip(#[from] GossipError),
     #[error("{0}")]
@@ -70,12 +77,28 @@ pub fn raft_id(name: &str) -> NodeId {
     u64::from_be_bytes(b).max(1)
 }
 
+/// What replicates the store: the embedded Raft group, or etcd (with the
+/// election that picks the leader).
+#[derive(Debug)]
+pub enum Replication {
+    Raft(Arc<RaftStore>),
+    Etcd {
+        store: EtcdStore,
+        election: Arc<Election>,
+    },
+}
+
+/// The key that ties an etcd prefix to one cluster (its CA's hash).
+const CLUSTER_MARKER: &str = "_cluster";
+
 /// A running cluster node.
 #[derive(Debug)]
 pub struct ClusterNode {
     pub name: String,
     pub id: NodeId,
-    pub store: Arc<RaftStore>,
+    /// The store every part of the node uses.
+    pub store: Arc<dyn Datastore>,
+    pub replication: Replication,
     pub gossip: Arc<Gossip>,
     pub identity: Identity,
     pub peer_addr: SocketAddr,
@@ -89,15 +112,37 @@ impl ClusterNode {
         let identity = prepare(&cfg.dir, &cfg.bootstrap, &cfg.node_name, &[cfg.advertise]).await?;
         let peer_addr = SocketAddr::new(cfg.advertise, cfg.peer_port);
         let ca_pem = identity.secrets.ca().cert_pem().to_owned();
-        let transport = GrpcTransport::new(&ca_pem, &identity.node, TransportOptions::default())?;
         let id = raft_id(&cfg.node_name);
-        let mut raft_cfg = RaftConfig::new(id, &peer_addr.to_string(), &cfg.raft_dir);
-        raft_cfg.cluster_key = Some(*identity.secrets.cluster_key());
-        let store =
-            tokio::task::spawn_blocking(move || RaftStore::open(raft_cfg, Arc::new(transport)))
+        let replication = match &cfg.etcd {
+            None => {
+                let transport =
+                    GrpcTransport::new(&ca_pem, &identity.node, TransportOptions::default())?;
+                let mut raft_cfg = RaftConfig::new(id, &peer_addr.to_string(), &cfg.raft_dir);
+                raft_cfg.cluster_key = Some(*identity.secrets.cluster_key());
+                let store = tokio::task::spawn_blocking(move || {
+                    RaftStore::open(raft_cfg, Arc::new(transport))
+                })
                 .await
                 .map_err(|e| ClusterError::Other(format!("opening the raft store: {e}")))??;
-        let store = Arc::new(store);
+                Replication::Raft(Arc::new(store))
+            }
+            Some((ecfg, ttl)) => {
+                let (ecfg, hash) = (ecfg.clone(), identity.secrets.ca().hash_hex());
+                let store = tokio::task::spawn_blocking(move || {
+                    let store = EtcdStore::connect(ecfg)?;
+                    claim_prefix(&store, &hash)?;
+                    Ok::<_, ClusterError>(store)
+                })
+                .await
+                .map_err(|e| ClusterError::Other(format!("connecting to etcd: {e}")))??;
+                let election = Arc::new(Election::start(&store, &cfg.node_name, *ttl));
+                Replication::Etcd { store, election }
+            }
+        };
+        let store: Arc<dyn Datastore> = match &replication {
+            Replication::Raft(r) => r.clone(),
+            Replication::Etcd { store, .. } => Arc::new(store.clone()),
+        };
         let meta = NodeMeta {
             name: cfg.node_name.clone(),
             rpc_addr: peer_addr.to_string(),
@@ -135,12 +180,17 @@ impl ClusterNode {
             SocketAddr::new(cfg.advertise, cfg.peer_port),
             &ca_pem,
             &identity.node,
-            PeerService::new(store.handler()),
+            PeerService::new(match &replication {
+                Replication::Raft(r) => r.handler(),
+                Replication::Etcd { .. } => Arc::new(NoRaft),
+            }),
             Some(JoinService::new(identity.secrets.clone(), members)),
         )
         .await?;
         if identity.origin == Origin::Created {
-            store.initialize_single().await?;
+            if let Replication::Raft(r) = &replication {
+                r.initialize_single().await?;
+            }
             tracing::info!(
                 node = %cfg.node_name,
                 token_file = %cfg.dir.join("token").display(),
@@ -151,6 +201,7 @@ impl ClusterNode {
             name: cfg.node_name,
             id,
             store,
+            replication,
             gossip,
             identity,
             peer_addr,
@@ -201,13 +252,54 @@ impl ClusterNode {
         }
     }
 
+    /// The Raft store, unless the store is etcd.
+    pub fn raft(&self) -> Option<&Arc<RaftStore>> {
+        match &self.replication {
+            Replication::Raft(r) => Some(r),
+            Replication::Etcd { .. } => None,
+        }
+    }
+
+    /// Who leads (Raft's leader, or etcd's election winner).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        match &self.replication {
+            Replication::Raft(r) => r.leadership(),
+            Replication::Etcd { election, .. } => election.leadership(),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        match &self.replication {
+            Replication::Raft(r) => r.is_leader(),
+            Replication::Etcd { election, .. } => election.is_leader(),
+        }
+    }
+
+    /// The store the leader's workers write through during the current
+    /// term. Raft refuses a deposed leader's writes itself; on etcd the
+    /// store is fenced on this term's election key.
+    pub fn leader_store(&self) -> Arc<dyn Datastore> {
+        match &self.replication {
+            Replication::Raft(r) => r.clone(),
+            Replication::Etcd { store, election } => match election.fence() {
+                Some(f) => Arc::new(store.fenced(f)),
+                // Not (or no longer) leading: every write is refused.
+                None => Arc::new(store.fenced(crate::store::etcd::Fence::never())),
+            },
+        }
+    }
+
     /// Waits until this node is a member of the Raft group and knows a
-    /// leader (a joining node: until the leader has added it).
+    /// leader (a joining node: until the leader has added it). On etcd the
+    /// node is a member once connected.
     pub async fn wait_member(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let Some(raft) = self.raft() else {
+            return Ok(());
+        };
         let deadline = Instant::now() + timeout;
         let mut last_log = Instant::now();
         loop {
-            let m = self.store.metrics();
+            let m = raft.metrics();
             if m.nodes.contains_key(&self.id) && m.leader.is_some() {
                 return Ok(());
             }
@@ -226,9 +318,9 @@ impl ClusterNode {
         }
     }
 
-    /// `GET /debug/cluster`: leader, term, voters, learners, gossip view.
+    /// `GET /debug/cluster`: leader, term, voters, learners (or the etcd
+    /// endpoints), gossip view.
     pub fn status(&self) -> Value {
-        let m = self.store.metrics();
         let names: std::collections::HashMap<NodeId, String> = self
             .gossip
             .members()
@@ -255,35 +347,99 @@ impl ClusterNode {
             })
             .collect();
         let s = self.gossip.stats();
-        json!({
-            "node": self.name,
-            "raftId": self.id,
-            "leader": m.leader.as_ref().map(name_of),
-            "isLeader": m.leader == Some(self.id),
-            "term": m.term,
-            "lastApplied": m.last_applied,
-            "voters": m.voters.iter().map(name_of).collect::<Vec<_>>(),
-            "learners": m.learners.iter().map(name_of).collect::<Vec<_>>(),
-            "members": members,
-            "gossip": {
-                "received": s.received, "accepted": s.accepted,
-                "droppedAuth": s.dropped_auth, "droppedDecode": s.dropped_decode,
-                "dropped": s.dropped_auth + s.dropped_decode, "sent": s.sent,
-            },
-        })
+        let gossip = json!({
+            "received": s.received, "accepted": s.accepted,
+            "droppedAuth": s.dropped_auth, "droppedDecode": s.dropped_decode,
+            "dropped": s.dropped_auth + s.dropped_decode, "sent": s.sent,
+        });
+        match &self.replication {
+            Replication::Raft(raft) => {
+                let m = raft.metrics();
+                json!({
+                    "node": self.name,
+                    "raftId": self.id,
+                    "datastore": "raft",
+                    "leader": m.leader.as_ref().map(name_of),
+                    "isLeader": m.leader == Some(self.id),
+                    "term": m.term,
+                    "lastApplied": m.last_applied,
+                    "voters": m.voters.iter().map(name_of).collect::<Vec<_>>(),
+                    "learners": m.learners.iter().map(name_of).collect::<Vec<_>>(),
+                    "members": members,
+                    "gossip": gossip,
+                })
+            }
+            Replication::Etcd { store, election } => {
+                let leading = election.is_leader();
+                let leader = election.leader();
+                json!({
+                    "node": self.name,
+                    "raftId": self.id,
+                    "datastore": "etcd",
+                    "etcd": {"endpoints": store.endpoints(), "prefix": store.prefix(),
+                             "election": election.key()},
+                    "leader": if leading { Some(self.name.clone()) } else { leader.as_ref().map(|l| l.0.clone()) },
+                    "isLeader": leading,
+                    "term": leader.map_or(0, |l| l.1),
+                    "members": members,
+                    "gossip": gossip,
+                })
+            }
+        }
     }
 
-    /// Stops the RPC server and the Raft store (gossip stops when dropped;
-    /// peers then detect the node as down, as after a crash: a restart is
-    /// not a departure).
+    /// Stops the RPC server and the store: Raft, or on etcd the election
+    /// (a leader resigns, so the next one takes over at once). Gossip stops
+    /// when dropped; peers then detect the node as down, as after a crash:
+    /// a restart is not a departure.
     pub async fn shutdown(&self) {
         if let Some(rpc) = self.rpc.lock().await.take()
             && let Err(e) = rpc.shutdown().await
         {
             tracing::warn!(error = %e, "rpc server shutdown");
         }
-        let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+        match &self.replication {
+            Replication::Raft(raft) => {
+                let store = raft.clone();
+                let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+            }
+            Replication::Etcd { election, .. } => election.resign().await,
+        }
+    }
+}
+
+/// The peer handler of a node without Raft: it refuses Raft traffic.
+struct NoRaft;
+
+impl super::transport::PeerHandler for NoRaft {
+    fn handle(
+        &self,
+        _kind: super::transport::RpcKind,
+        _payload: Vec<u8>,
+    ) -> super::transport::BoxFuture<'static, Result<Vec<u8>, String>> {
+        Box::pin(async { Err("this node's store is etcd: it takes no raft traffic".to_string()) })
+    }
+}
+
+/// Ties the etcd prefix to this cluster (its CA): the first node to start
+/// on it claims it; a node of another cluster is refused.
+fn claim_prefix(store: &EtcdStore, ca_hash: &str) -> Result<(), ClusterError> {
+    let key = format!("{}/{CLUSTER_MARKER}", store.prefix());
+    if store.create_raw(&key, ca_hash.as_bytes().to_vec())? {
+        tracing::info!(prefix = %store.prefix(), "claimed the etcd prefix for this cluster");
+        return Ok(());
+    }
+    match store.get_raw(&key)? {
+        Some(v) if v == ca_hash.as_bytes() => Ok(()),
+        Some(v) => Err(ClusterError::Other(format!(
+            "etcd prefix {:?} belongs to another herd cluster (CA {}); use another --datastore-prefix, or remove that cluster's keys",
+            store.prefix(),
+            String::from_utf8_lossy(&v)
+        ))),
+        None => Err(ClusterError::Other(format!(
+            "etcd prefix {:?}: the cluster marker vanished while claiming it",
+            store.prefix()
+        ))),
     }
 }
 

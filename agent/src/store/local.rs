@@ -433,6 +433,50 @@ impl Datastore for LocalStore {
     fn revision(&self) -> Result<u64, StoreError> {
         Ok(self.lock().revision)
     }
+
+    /// A key range of the current state. A later page (with the first
+    /// page's `revision`) reads the current state too (no snapshots); a
+    /// revision older than the watch ring is `Expired`.
+    fn list_page(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        revision: Option<u64>,
+    ) -> Result<Option<super::ListPage>, StoreError> {
+        let db = self.db(resource);
+        let (txn, current, oldest) = {
+            let state = self.lock();
+            (
+                db.db.begin_read().map_err(|e| db.err(e))?,
+                state.revision,
+                state.ring_start,
+            )
+        };
+        if let Some(r) = revision
+            && r < oldest
+        {
+            return Err(StoreError::Expired {
+                requested: r,
+                oldest,
+            });
+        }
+        let t = txn.open_table(table(resource)).map_err(|e| db.err(e))?;
+        let (items, remaining) = super::page::read(
+            &t,
+            namespace,
+            after,
+            limit,
+            |e| db.err(e),
+            |k, v| decode(k.rsplit('/').next().unwrap_or(k), v),
+        )?;
+        Ok(Some(super::ListPage {
+            items,
+            revision: revision.unwrap_or(current),
+            remaining,
+        }))
+    }
 }
 
 #[cfg(test)]

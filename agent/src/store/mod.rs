@@ -12,7 +12,10 @@
 //! second one on tmpfs: they never touch the disk). The cluster issue puts
 //! Raft under the same trait; a real etcd can replace it later.
 
+pub mod etcd;
 pub mod local;
+pub mod migrate;
+mod page;
 pub mod raft;
 
 use std::collections::VecDeque;
@@ -102,6 +105,10 @@ pub enum StoreError {
     Timeout { reason: String },
     #[error("object {name}: {reason}")]
     Encoding { name: String, reason: String },
+    /// A write of a leader's worker after its leadership ended (refused by
+    /// the store; nothing written).
+    #[error("refused: {reason}")]
+    Fenced { reason: String },
 }
 
 impl From<StoreError> for ApiError {
@@ -121,6 +128,9 @@ impl From<StoreError> for ApiError {
             StoreError::Timeout { .. } => {
                 ApiError::new(crate::api::error::Reason::Timeout, e.to_string())
             }
+            StoreError::Fenced { .. } => {
+                ApiError::new(crate::api::error::Reason::Conflict, e.to_string())
+            }
         }
     }
 }
@@ -128,11 +138,22 @@ impl From<StoreError> for ApiError {
 /// A live watch: buffered backlog first, then live events.
 #[derive(Debug)]
 pub struct WatchStream {
-    backlog: VecDeque<WatchEvent>,
-    live: tokio::sync::broadcast::Receiver<WatchEvent>,
-    filter: (Resource, Option<String>),
-    /// Events at or below this version were in the backlog already.
-    after: u64,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// A store's ring and broadcast (LocalStore, the Raft replica).
+    Ring {
+        backlog: VecDeque<WatchEvent>,
+        live: tokio::sync::broadcast::Receiver<WatchEvent>,
+        filter: (Resource, Option<String>),
+        /// Events at or below this version were in the backlog already.
+        after: u64,
+    },
+    /// Events (already filtered and in order) from a task, e.g. an etcd
+    /// watch; an `Err` ends the stream.
+    Channel(tokio::sync::mpsc::Receiver<Result<WatchEvent, StoreError>>),
 }
 
 impl WatchStream {
@@ -144,37 +165,55 @@ impl WatchStream {
         after: u64,
     ) -> WatchStream {
         WatchStream {
-            backlog,
-            live,
-            filter: (resource, namespace),
-            after,
+            source: Source::Ring {
+                backlog,
+                live,
+                filter: (resource, namespace),
+                after,
+            },
         }
     }
 
-    fn matches(&self, ev: &WatchEvent) -> bool {
-        ev.key.resource == self.filter.0
-            && (self.filter.1.is_none() || ev.key.namespace == self.filter.1)
+    /// A stream fed by a task: it sends events in revision order, matching
+    /// the watch's filter; an `Err` is the stream's last item.
+    pub fn from_channel(
+        rx: tokio::sync::mpsc::Receiver<Result<WatchEvent, StoreError>>,
+    ) -> WatchStream {
+        WatchStream {
+            source: Source::Channel(rx),
+        }
     }
 
     /// The next event; `Err(Expired)` when this watcher fell too far
     /// behind (the caller re-lists), `Ok(None)` when the store closed.
     pub async fn next(&mut self) -> Result<Option<WatchEvent>, StoreError> {
-        if let Some(ev) = self.backlog.pop_front() {
+        let (backlog, live, filter, after) = match &mut self.source {
+            Source::Channel(rx) => return rx.recv().await.transpose(),
+            Source::Ring {
+                backlog,
+                live,
+                filter,
+                after,
+            } => (backlog, live, filter, after),
+        };
+        if let Some(ev) = backlog.pop_front() {
             return Ok(Some(ev));
         }
         loop {
-            match self.live.recv().await {
+            match live.recv().await {
                 Ok(ev) => {
-                    if ev.resource_version > self.after && self.matches(&ev) {
-                        self.after = ev.resource_version;
+                    let matches = ev.key.resource == filter.0
+                        && (filter.1.is_none() || ev.key.namespace == filter.1);
+                    if ev.resource_version > *after && matches {
+                        *after = ev.resource_version;
                         return Ok(Some(ev));
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(None),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     return Err(StoreError::Expired {
-                        requested: self.after,
-                        oldest: self.after.saturating_add(1),
+                        requested: *after,
+                        oldest: after.saturating_add(1),
                     });
                 }
             }
@@ -268,6 +307,34 @@ pub trait Datastore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The current resourceVersion.
     fn revision(&self) -> Result<u64, StoreError>;
+
+    /// One page of a list, for stores that can read a key range (and a
+    /// past revision) without reading the whole collection: up to `limit`
+    /// objects whose `namespace/name` (or `name`) sorts after `after`, in
+    /// key order, read at `revision` (`None`: now; a compacted one is
+    /// `Expired`). `Ok(None)` when the store cannot (the caller reads the
+    /// whole list).
+    fn list_page(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        revision: Option<u64>,
+    ) -> Result<Option<ListPage>, StoreError> {
+        let _ = (resource, namespace, after, limit, revision);
+        Ok(None)
+    }
+}
+
+/// A page read by [`Datastore::list_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    pub items: Vec<Value>,
+    /// The revision the page was read at (pass it back for the next page).
+    pub revision: u64,
+    /// Objects of the range after this page.
+    pub remaining: u64,
 }
 
 /// Read-modify-write with retries on `Conflict`: `f` gets the current

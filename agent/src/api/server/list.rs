@@ -1,22 +1,24 @@
 //! `GET` on a collection: selectors, `limit`/`continue` paging,
 //! `resourceVersion`/`resourceVersionMatch`, and the Table form.
 //!
-//! Guarantees and limits (the store keeps only the current state, not
-//! past snapshots):
-//! - Items come sorted by namespace then name (the store's order), so
-//!   `continue` resumes strictly after the last key sent. The token is
-//!   base64url (no padding) of `{"v":"meta.k8s.io/v1","rv":N,"start":KEY}`,
-//!   as kube-apiserver's; clients treat it as opaque.
-//! - Pages after the first are read from the *current* state, not from a
-//!   snapshot at the first page's resourceVersion: objects changed between
-//!   pages may show up with their newer state (kube-apiserver's
-//!   "inconsistent continue" semantics, always). The list's
-//!   `metadata.resourceVersion` stays the first page's.
-//! - A token whose resourceVersion is older than the store's watch window
-//!   is 410 `Expired`, a token that does not decode is 400, as
-//!   kube-apiserver answers.
-//! - `remainingItemCount` is set on every page that has a `continue`
-//!   (exact: the store is read in full).
+//! Guarantees and limits:
+//! - A list without `limit` is sorted by namespace then name.
+//! - With `limit`, pages are range reads of the store
+//!   ([`crate::store::Datastore::list_page`], [`ranged_page`]): a page
+//!   reads its own objects (more when a selector filters some out), in key
+//!   order (`namespace/name` bytewise, as etcd orders them), and `continue`
+//!   resumes strictly after the last key read. The token is base64url (no
+//!   padding) of `{"v":"meta.k8s.io/v1","rv":N,"start":KEY}`, as
+//!   kube-apiserver's; clients treat it as opaque.
+//! - On etcd the pages are a consistent snapshot at the first page's
+//!   revision, and a token whose revision etcd compacted is 410. The
+//!   embedded stores keep no snapshots: later pages read the *current*
+//!   state (kube-apiserver's "inconsistent continue" semantics, always),
+//!   the list's `metadata.resourceVersion` stays the first page's, and a
+//!   token older than the store's watch window is 410 `Expired`.
+//! - A token that does not decode is 400, as kube-apiserver answers.
+//! - `remainingItemCount` is set on every page that has a `continue` and
+//!   no selector (exact: the keys after the page are counted).
 //! - `resourceVersion` with `resourceVersionMatch=Exact` succeeds only when
 //!   it is the store's current revision (410 otherwise: no snapshots);
 //!   `NotOlderThan` (or no match with a non-zero version) fails with 504
@@ -158,6 +160,11 @@ pub fn page(
         None | Some("") => None,
         Some(t) => Some(Continue::decode(t)?),
     };
+    if let Some(limit) = limit.and_then(|l| usize::try_from(l).ok())
+        && let Some(p) = ranged_page(state, resource, namespace, q, &sel, limit, cont.as_ref())?
+    {
+        return Ok(p);
+    }
     let (items, current) = state.store.list(resource, namespace)?;
     let rv = match &cont {
         Some(c) => {
@@ -208,6 +215,93 @@ pub fn page(
         items: out,
         metadata,
     })
+}
+
+/// A page read with [`crate::store::Datastore::list_page`] when the store
+/// can read ranges (etcd): pages are a consistent snapshot at the first
+/// page's revision, read `limit` at a time (more when a selector filters
+/// objects out). `None` when the store cannot.
+fn ranged_page(
+    state: &ApiState,
+    resource: Resource,
+    namespace: Option<&str>,
+    q: &Query,
+    sel: &Selector,
+    limit: usize,
+    cont: Option<&Continue>,
+) -> Result<Option<Page>, ApiError> {
+    let mut at = match cont {
+        Some(c) => {
+            if q.get("resourceVersion").is_some_and(|v| !v.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            Some(c.rv)
+        }
+        None => {
+            if q.get("resourceVersion")
+                .is_some_and(|v| !v.is_empty() && v != "0")
+            {
+                check_version(q, state.store.revision()?)?;
+            }
+            None
+        }
+    };
+    let mut after = cont.map(|c| c.start.clone());
+    let mut out: Vec<Value> = Vec::new();
+    let filtering = !sel.is_empty();
+    let (more, remaining) = loop {
+        let want = limit - out.len();
+        let chunk = if filtering { want.max(500) } else { want };
+        let page = match state
+            .store
+            .list_page(resource, namespace, after.as_deref(), chunk, at)
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(None),
+            Err(crate::store::StoreError::Expired { .. }) => {
+                return Err(ApiError::expired(TOO_OLD));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        at = Some(page.revision);
+        let read = page.items.len() as u64;
+        let mut taken = 0u64;
+        let mut full = false;
+        for o in page.items {
+            taken += 1;
+            after = Some(key_of(&o));
+            if sel.matches(&o) {
+                out.push(o);
+                if out.len() == limit {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        let left = page.remaining + (read - taken);
+        if full || left == 0 || read == 0 {
+            break (left > 0, left);
+        }
+    };
+    let rv = at.unwrap_or_default();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if more && let (Some(last), Some(m)) = (out.last(), metadata.as_object_mut()) {
+        let token = Continue {
+            rv,
+            start: after.unwrap_or_else(|| key_of(last)),
+        };
+        m.insert("continue".into(), token.encode().into());
+        // Exact only without a selector (kube-apiserver omits it then).
+        if !filtering {
+            m.insert("remainingItemCount".into(), remaining.into());
+        }
+    }
+    Ok(Some(Page {
+        items: out,
+        metadata,
+    }))
 }
 
 /// How long a list asking for a resourceVersion the store has not reached

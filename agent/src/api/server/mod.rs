@@ -17,6 +17,7 @@
 //! ([`exec`]).
 
 pub mod auth;
+pub mod datastore;
 pub mod delete;
 pub mod discovery;
 pub mod exec;
@@ -49,7 +50,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 
 use crate::api::ApiError;
 use crate::api::error::Reason;
@@ -219,10 +220,13 @@ pub fn authenticated(router: Router, state: ApiState) -> Router {
     ))
 }
 
-/// The routes only the root-only unix socket serves: `herd kubeconfig`.
+/// The routes only the root-only unix socket serves: `herd kubeconfig`,
+/// `herd datastore export|import`.
 pub fn local_routes(state: ApiState, services: ServiceNetwork, pki: kubeconfig::ApiPki) -> Router {
     Router::new()
         .route("/herd/v1/kubeconfig", get(kubeconfig::kubeconfig))
+        .route("/herd/v1/datastore/export", get(datastore::export))
+        .route("/herd/v1/datastore/import", post(datastore::import))
         .layer(axum::Extension(pki))
         .layer(axum::Extension(services))
         .with_state(state)

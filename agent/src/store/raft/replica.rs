@@ -262,6 +262,52 @@ impl Replica {
         self.lock().revision
     }
 
+    /// A key range of the replica's current state (see
+    /// [`crate::store::Datastore::list_page`]); a revision older than the
+    /// watch ring is `Expired`.
+    pub fn list_page(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        revision: Option<u64>,
+    ) -> Result<crate::store::ListPage, StoreError> {
+        let (txn, current, oldest) = {
+            let ring = self.lock();
+            (
+                self.db.begin_read().map_err(|e| self.err(e))?,
+                ring.revision,
+                ring.start,
+            )
+        };
+        if let Some(r) = revision
+            && r < oldest
+        {
+            return Err(StoreError::Expired {
+                requested: r,
+                oldest,
+            });
+        }
+        let t = txn.open_table(table(resource)).map_err(|e| self.err(e))?;
+        let (items, remaining) = crate::store::page::read(
+            &t,
+            namespace,
+            after,
+            limit,
+            |e| self.err(e),
+            |k, v| {
+                let key = key_of(resource, k);
+                self.open_secret(&key, decode(&key.name, v)?)
+            },
+        )?;
+        Ok(crate::store::ListPage {
+            items,
+            revision: revision.unwrap_or(current),
+            remaining,
+        })
+    }
+
     pub fn watch(
         &self,
         resource: Resource,

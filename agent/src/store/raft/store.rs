@@ -335,6 +335,20 @@ impl Datastore for RaftStore {
         self.write(key, cmd)
     }
 
+    fn list_page(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        revision: Option<u64>,
+    ) -> Result<Option<crate::store::ListPage>, StoreError> {
+        self.node
+            .replica
+            .list_page(resource, namespace, after, limit, revision)
+            .map(Some)
+    }
+
     fn watch(
         &self,
         resource: Resource,

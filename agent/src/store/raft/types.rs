@@ -165,8 +165,9 @@ impl From<&StoreError> for WireError {
                 name: name.clone(),
                 reason: reason.clone(),
             },
-            // Never a state machine outcome (it is the caller's wait).
-            StoreError::Timeout { reason } => WireError::Backend {
+            // Never a state machine outcome (the caller's wait; etcd's
+            // fence).
+            StoreError::Timeout { reason } | StoreError::Fenced { reason } => WireError::Backend {
                 path: String::new(),
                 reason: reason.clone(),
             },

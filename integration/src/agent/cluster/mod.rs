@@ -13,10 +13,16 @@
 //! tests do), and the agents run inside them (setns before exec). Node 0
 //! runs `--init`; the others `--join <node 0>:7443 --token <R/cluster/token>`.
 //!
+//! With [`ClusterOpts::etcd`], an etcd cluster ([`EtcdCluster`]) runs in
+//! the bridge namespace on the bridge address before any node starts, and
+//! every node gets `--datastore etcd://… --datastore-prefix
+//! /herd-<pid>-<n>` (a prefix of its own per cluster).
+//!
 //! Guarantees: [`Drop`] stops every agent in parallel (each [`Agent`]'s Drop
-//! removes its containers, monitors, mounts, cgroups and dirs), then removes
-//! the node namespaces and the bridge namespace by exact name (their links
-//! go with them), also when the test panicked.
+//! removes its containers, monitors, mounts, cgroups and dirs), then the
+//! etcd members (if any), then removes the node namespaces and the bridge
+//! namespace by exact name (their links go with them), also when the test
+//! panicked.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
@@ -30,6 +36,7 @@ use serde_json::Value;
 
 use super::host::{create_netns, remove_netns};
 use super::{Agent, AgentOpts, CliOutput, tail};
+use crate::etcd::{EtcdCluster, EtcdOpts};
 
 mod pods;
 #[cfg(test)]
@@ -54,6 +61,9 @@ pub struct ClusterOpts {
     pub images: Vec<PathBuf>,
     /// How long [`Cluster::start`] waits for the whole cluster (default 90 s).
     pub ready_timeout: Option<Duration>,
+    /// Run an etcd cluster in the bridge namespace and use it as every
+    /// node's datastore (`ip` and `netns` are set by [`Cluster::start`]).
+    pub etcd: Option<EtcdOpts>,
 }
 
 /// A network namespace file, unmounted and removed on drop.
@@ -91,6 +101,11 @@ pub struct Cluster {
     node_ns: Vec<NsFile>,
     bridge_ns: NsFile,
     token: String,
+    /// The etcd datastore (with [`ClusterOpts::etcd`]); stopped after the
+    /// nodes, before the namespaces.
+    etcd: Option<EtcdCluster>,
+    /// `--datastore-prefix` of every node (with an etcd datastore).
+    datastore_prefix: Option<String>,
 }
 
 /// Runs `ip -n <ns> ARGS…`; errors with its stderr.
@@ -116,6 +131,7 @@ impl Cluster {
     /// alive members and a leader.
     pub fn start(herd: impl AsRef<Path>, test: &str, n: usize, opts: ClusterOpts) -> Result<Self> {
         let mut cluster = Self::topology(herd.as_ref(), test, n, opts)?;
+        cluster.start_etcd()?;
         cluster.start_nodes(n)?;
         Ok(cluster)
     }
@@ -130,6 +146,7 @@ impl Cluster {
         let prefix = format!("hc{pid}x{c}");
         std::fs::create_dir_all("/run/netns").context("mkdir /run/netns")?;
         let bridge_ns = NsFile::create(PathBuf::from(format!("/run/netns/{prefix}b")))?;
+        let datastore_prefix = opts.etcd.as_ref().map(|_| format!("/herd-{pid}-{c}"));
         let mut cluster = Cluster {
             herd: herd.to_path_buf(),
             test: test.to_string(),
@@ -139,6 +156,8 @@ impl Cluster {
             node_ns: vec![],
             bridge_ns,
             token: String::new(),
+            etcd: None,
+            datastore_prefix,
         };
         let br = cluster.bridge_ns.name().to_string();
         let gw = cluster.bridge_addr().to_string();
@@ -162,6 +181,35 @@ impl Cluster {
             ip(&br, &["link", "set", &port, "master", "hcbr", "up"])?;
         }
         Ok(cluster)
+    }
+
+    /// With [`ClusterOpts::etcd`]: starts etcd in the bridge namespace on
+    /// the bridge address.
+    fn start_etcd(&mut self) -> Result<()> {
+        let Some(opts) = self.opts.etcd.clone() else {
+            return Ok(());
+        };
+        let etcd = EtcdCluster::start(EtcdOpts {
+            ip: self.bridge_addr().into(),
+            netns: Some(self.bridge_ns.0.clone()),
+            ..opts
+        })
+        .context("start etcd in the bridge namespace")?;
+        self.etcd = Some(etcd);
+        Ok(())
+    }
+
+    /// `--datastore URL --datastore-prefix P` with an etcd datastore.
+    fn datastore_args(&self) -> Vec<String> {
+        match (&self.etcd, &self.datastore_prefix) {
+            (Some(etcd), Some(prefix)) => vec![
+                "--datastore".into(),
+                etcd.url(),
+                "--datastore-prefix".into(),
+                prefix.clone(),
+            ],
+            _ => vec![],
+        }
     }
 
     fn start_nodes(&mut self, n: usize) -> Result<()> {
@@ -220,6 +268,7 @@ impl Cluster {
     fn spawn_node(&self, i: usize, extra: &[String]) -> Result<Agent> {
         let mut args = vec!["--advertise-address".to_string(), self.addr(i).to_string()];
         args.extend(extra.iter().cloned());
+        args.extend(self.datastore_args());
         args.extend(self.opts.args.iter().cloned());
         let agent = Agent::start(
             &self.herd,
@@ -342,6 +391,18 @@ impl Cluster {
     }
     pub fn node_mut(&mut self, i: usize) -> &mut Agent {
         &mut self.nodes[i]
+    }
+    /// The etcd datastore, with [`ClusterOpts::etcd`].
+    pub fn etcd(&self) -> Option<&EtcdCluster> {
+        self.etcd.as_ref()
+    }
+    /// The etcd datastore, to kill and restart members.
+    pub fn etcd_mut(&mut self) -> Option<&mut EtcdCluster> {
+        self.etcd.as_mut()
+    }
+    /// Every node's `--datastore-prefix`, with [`ClusterOpts::etcd`].
+    pub fn datastore_prefix(&self) -> Option<&str> {
+        self.datastore_prefix.as_deref()
     }
     /// The join token node 0 wrote.
     pub fn token(&self) -> &str {
@@ -541,6 +602,7 @@ impl Drop for Cluster {
                 s.spawn(move || drop(a));
             }
         });
+        drop(self.etcd.take());
         // The node namespaces, then the bridge namespace, drop next (fields).
     }
 }
