@@ -173,18 +173,32 @@ async fn keep_alive(conn: &Conn, lease: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps `lease` alive until it is lost (returns) or `stop`.
+/// Keeps `lease` alive until it is lost (returns) or `stop`: a keep-alive
+/// every third of the TTL, and after a failed one (a member down, etcd
+/// electing a leader) another every 100 ms, each bounded to 500 ms, so a
+/// dead endpoint or an etcd election costs a fraction of the TTL.
 async fn hold(conn: &Conn, lease: i64, ttl: i64, stop: &mut watch::Receiver<bool>) {
     let period = Duration::from_millis(u64::try_from(ttl).unwrap_or(1) * 1000 / 3);
     let ttl = Duration::from_secs(u64::try_from(ttl).unwrap_or(1));
+    let attempt = period.min(Duration::from_millis(500));
     let mut last_ok = Instant::now();
+    let mut failing = false;
     loop {
-        if sleep_or_stop(period, stop).await {
+        let pause = if failing {
+            Duration::from_millis(100)
+        } else {
+            period
+        };
+        if sleep_or_stop(pause, stop).await {
             return;
         }
         let sent = Instant::now();
-        match tokio::time::timeout(period, keep_alive(conn, lease)).await {
-            Ok(Ok(_)) => last_ok = sent,
+        failing = true;
+        match tokio::time::timeout(attempt, keep_alive(conn, lease)).await {
+            Ok(Ok(())) => {
+                last_ok = sent;
+                failing = false;
+            }
             Ok(Err(e)) if e.contains("lease not found") => {
                 tracing::warn!(lease, "leader election: etcd expired this node's lease");
                 return;
