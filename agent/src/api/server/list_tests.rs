@@ -98,7 +98,9 @@ fn pages_cover_everything_once_across_namespaces_with_selectors() {
         seen.extend(p.items.iter().map(key_of));
         match p.metadata["continue"].as_str() {
             Some(t) => {
-                assert!(p.metadata["remainingItemCount"].as_u64().unwrap() > 0);
+                // With a selector the count of what remains is unknown:
+                // kube-apiserver omits it.
+                assert!(p.metadata.get("remainingItemCount").is_none());
                 token = Some(t.to_string());
             }
             None => {

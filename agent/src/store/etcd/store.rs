@@ -492,38 +492,47 @@ impl Datastore for EtcdStore {
         since: Option<u64>,
     ) -> Result<WatchStream, StoreError> {
         let prefix = range_prefix(&self.inner.prefix, resource, namespace);
-        let conn = self.inner.conn.clone();
-        let start = self.run(async move {
+        let (conn, p) = (self.inner.conn.clone(), prefix.clone());
+        let (start, first) = self.run(async move {
             let current = EtcdStore::current(&conn).await?;
-            let Some(since) = since.map(rev_i64) else {
-                return Ok(current + 1);
-            };
-            if since < current {
-                // Is history after `since` still there?
-                let r = conn
-                    .retry(false, move |mut c| async move {
-                        c.get(
-                            "\0",
-                            Some(GetOptions::new().with_count_only().with_revision(since + 1)),
-                        )
-                        .await
-                    })
-                    .await;
-                if let Err(StoreError::Expired { .. }) = &r {
-                    return Err(StoreError::Expired {
-                        requested: rev_u64(since),
-                        oldest: rev_u64(current),
-                    });
+            let start = match since.map(rev_i64) {
+                None => current + 1,
+                Some(since) => {
+                    if since < current {
+                        // Is history after `since` still there?
+                        let r = conn
+                            .retry(false, move |mut c| async move {
+                                c.get(
+                                    "\0",
+                                    Some(
+                                        GetOptions::new()
+                                            .with_count_only()
+                                            .with_revision(since + 1),
+                                    ),
+                                )
+                                .await
+                            })
+                            .await;
+                        if let Err(StoreError::Expired { .. }) = &r {
+                            return Err(StoreError::Expired {
+                                requested: rev_u64(since),
+                                oldest: rev_u64(current),
+                            });
+                        }
+                        r?;
+                    }
+                    since + 1
                 }
-                r?;
-            }
-            Ok(since + 1)
+            };
+            let first = super::watch::open(&conn, &p, start).await?;
+            Ok((start, first))
         })?;
         Ok(super::watch::start(
             self.inner.clone(),
             prefix,
             resource,
             start,
+            first,
         ))
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use etcd_client::{EventType as EtcdEvent, WatchOptions};
 use tokio::sync::mpsc;
 
+use super::client::Conn;
 use super::parse_key;
 use super::store::Inner;
 use crate::api::Resource;
@@ -23,32 +24,86 @@ use crate::store::{EventType, StoreError, WatchEvent, WatchStream};
 /// applies flow control beyond that).
 const BUFFER: usize = 256;
 
+/// Opens the etcd watch from `start` and waits until etcd has registered
+/// it (its `created` answer): once this returns, a compaction can no longer
+/// overtake the watch's start. A start etcd already compacted is `Expired`.
+pub(super) async fn open(
+    conn: &Conn,
+    prefix: &str,
+    start: i64,
+) -> Result<etcd_client::WatchStream, StoreError> {
+    let p = prefix.to_string();
+    let (stream, first) = conn
+        .retry(false, move |c| open_once(c, p.clone(), start))
+        .await?;
+    if first.compact_revision() > 0 || first.canceled() {
+        return Err(StoreError::Expired {
+            requested: u64::try_from(start - 1).unwrap_or(0),
+            oldest: u64::try_from(first.compact_revision()).unwrap_or(0),
+        });
+    }
+    Ok(stream)
+}
+
+async fn open_once(
+    mut client: etcd_client::Client,
+    prefix: String,
+    start: i64,
+) -> Result<(etcd_client::WatchStream, etcd_client::WatchResponse), etcd_client::Error> {
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_prev_key()
+        .with_start_revision(start);
+    let mut stream = client.watch(prefix, Some(opts)).await?;
+    match stream.message().await? {
+        Some(first) => Ok((stream, first)),
+        None => Err(etcd_client::Error::WatchError(
+            "the watch stream closed before etcd created the watch".into(),
+        )),
+    }
+}
+
+/// Runs the watch whose first etcd stream `first` was opened from `start`.
 pub(super) fn start(
     inner: Arc<Inner>,
     prefix: String,
     resource: Resource,
     start: i64,
+    first: etcd_client::WatchStream,
 ) -> WatchStream {
     let (tx, rx) = mpsc::channel(BUFFER);
     inner
         .handle
-        .spawn(run(inner.clone(), prefix, resource, start, tx));
+        .spawn(run(inner.clone(), prefix, resource, start, first, tx));
     WatchStream::from_channel(rx)
 }
 
 type Tx = mpsc::Sender<Result<WatchEvent, StoreError>>;
 
-async fn run(inner: Arc<Inner>, prefix: String, resource: Resource, mut next: i64, tx: Tx) {
+async fn run(
+    inner: Arc<Inner>,
+    prefix: String,
+    resource: Resource,
+    mut next: i64,
+    first: etcd_client::WatchStream,
+    tx: Tx,
+) {
     let mut pause = Duration::from_millis(50);
+    let mut first = Some(first);
     loop {
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_prev_key()
-            .with_start_revision(next);
-        let mut client = inner.conn.long.clone();
-        let opened = tokio::select! {
-            _ = tx.closed() => return,
-            r = client.watch(prefix.clone(), Some(opts)) => r,
+        let opened = match first.take() {
+            Some(s) => Ok(s),
+            None => {
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_prev_key()
+                    .with_start_revision(next);
+                let mut client = inner.conn.long.clone();
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    r = client.watch(prefix.clone(), Some(opts)) => r,
+                }
+            }
         };
         // Events below this were delivered by the previous stream.
         let floor = next;
