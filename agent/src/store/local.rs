@@ -454,14 +454,7 @@ impl Datastore for LocalStore {
                 state.ring_start,
             )
         };
-        if let Some(r) = revision
-            && r < oldest
-        {
-            return Err(StoreError::Expired {
-                requested: r,
-                oldest,
-            });
-        }
+        super::page::check_revision(revision, oldest)?;
         let t = txn.open_table(table(resource)).map_err(|e| db.err(e))?;
         let (items, remaining) = super::page::read(
             &t,

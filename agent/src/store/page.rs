@@ -10,6 +10,18 @@ use serde_json::Value;
 
 use super::StoreError;
 
+/// A later page's `revision` must still be in the store's watch window
+/// (`oldest` and after): an older one is `Expired` (410, list again).
+pub(crate) fn check_revision(revision: Option<u64>, oldest: u64) -> Result<(), StoreError> {
+    match revision {
+        Some(r) if r < oldest => Err(StoreError::Expired {
+            requested: r,
+            oldest,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Up to `limit` decoded values after `after` (exclusive), restricted to
 /// `namespace/` when given; and how many keys of the range follow them.
 pub(crate) fn read<T>(

@@ -281,14 +281,7 @@ impl Replica {
                 ring.start,
             )
         };
-        if let Some(r) = revision
-            && r < oldest
-        {
-            return Err(StoreError::Expired {
-                requested: r,
-                oldest,
-            });
-        }
+        crate::store::page::check_revision(revision, oldest)?;
         let t = txn.open_table(table(resource)).map_err(|e| self.err(e))?;
         let (items, remaining) = crate::store::page::read(
             &t,
