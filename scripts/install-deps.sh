@@ -18,6 +18,7 @@ declare -A PKGS=(
   [etcd-server]=/usr/bin/etcd          # API benchmark baseline (3-member cluster)
   [etcd-client]=/usr/bin/etcdctl       # API benchmark baseline (process per op); etcd datastore tests
   [protobuf-compiler]=/usr/bin/protoc  # etcd-client's build script compiles etcd's protos
+  [containerd]=/usr/bin/containerd     # alternative container backend (--runtime containerd) and its tests; ships ctr
   [podman]=/usr/bin/podman             # another runtime driving herd-cni (CNI interop test)
   [tar]=/bin/tar
   [curl]=/usr/bin/curl                 # readiness probe in the demo

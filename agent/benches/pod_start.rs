@@ -273,7 +273,11 @@ fn raw_bundle(
     let bundle = root.join("raw").join(&id);
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
-    rt.images().mount_rootfs(&id, IMAGE, &rootfs).unwrap();
+    rt.images()
+        .native()
+        .unwrap()
+        .mount_rootfs(&id, IMAGE, &rootfs)
+        .unwrap();
     let mut cfg = template.clone();
     cfg["root"]["path"] = serde_json::json!(rootfs);
     cfg["linux"]["cgroupsPath"] = serde_json::json!(format!("/{base}/raw/{id}"));
@@ -328,7 +332,7 @@ fn raw_cleanup(rt: &PodRuntime, runc: &Path, state: &Path, id: &str, bundle: &Pa
         .arg(state)
         .args(["delete", "--force", id])
         .status();
-    rt.images().unmount_rootfs(id).unwrap();
+    rt.images().native().unwrap().unmount_rootfs(id).unwrap();
     let _ = std::fs::remove_dir_all(bundle);
 }
 

@@ -58,9 +58,18 @@ pub struct AgentArgs {
     /// `<root>/agent.sock` is always served). `none` disables TCP.
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: String,
-    /// OCI runtime: runc, crun, youki, or a path.
+    /// Container runtime: runc, crun, youki or a path (herd's own
+    /// backend: a monitor per pod drives the OCI runtime), or `containerd`
+    /// (containers as containerd tasks, images in containerd's store).
     #[arg(long, default_value = "runc")]
     pub runtime: String,
+    /// containerd's gRPC socket (with `--runtime containerd`).
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_address: PathBuf,
+    /// containerd namespace for herd's containers and images (with
+    /// `--runtime containerd`); a namespace another client uses is refused.
+    #[arg(long, default_value = "herd")]
+    pub containerd_namespace: String,
     /// The node's pod CIDR (bridge + IPAM).
     #[arg(long, default_value = "10.88.0.0/16")]
     pub pod_cidr: ipnet::Ipv4Net,
@@ -509,23 +518,61 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     for d in [root_dir, &args.run_dir, &args.log_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let images = ImageStore::open(&root_dir.join("images")).context("opening the image store")?;
     let layout = detect_layout(&args.cgroup_root).context("detecting the cgroup layout")?;
-    let runtime_bin = runtime_binary(&args, layout != CgroupLayout::Unified)?;
+    let containerd = args.runtime == "containerd";
+    let runtime_bin = if containerd {
+        // The shim drives runc (crun refuses hybrid hosts, as herd's own
+        // selection knows).
+        let mut a = args.clone();
+        a.runtime = "runc".into();
+        runtime_binary(&a, layout != CgroupLayout::Unified)?
+    } else {
+        runtime_binary(&args, layout != CgroupLayout::Unified)?
+    };
     let node_memory = node_memory_bytes(&args.proc_root);
-    let runtime = PodRuntime::new(
-        RuntimeConfig {
-            run_dir: args.run_dir.clone(),
-            log_dir: args.log_dir.clone(),
-            cgroup_root: args.cgroup_root.clone(),
-            cgroup_base: args.cgroup_name.clone(),
-            runtime: runtime_bin,
-            monitor_exe: std::env::current_exe().context("finding the herd binary")?,
-            monitor_args: vec!["monitor".into()],
-            node_memory_bytes: node_memory,
-        },
-        images,
-    )
+    let exe = std::env::current_exe().context("finding the herd binary")?;
+    let cfg = RuntimeConfig {
+        run_dir: args.run_dir.clone(),
+        log_dir: args.log_dir.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        cgroup_base: args.cgroup_name.clone(),
+        runtime: runtime_bin.clone(),
+        monitor_exe: exe.clone(),
+        monitor_args: vec!["monitor".into()],
+        node_memory_bytes: node_memory,
+    };
+    let runtime = if containerd {
+        let cfg_c = herd_runtime::containerd::ContainerdConfig::new(
+            &args.containerd_address,
+            &args.containerd_namespace,
+        );
+        let client =
+            tokio::task::spawn_blocking(move || herd_runtime::containerd::Client::connect(cfg_c))
+                .await
+                .context("connecting to containerd")??;
+        tracing::info!(
+            version = client.version(),
+            namespace = client.namespace(),
+            "containerd backend"
+        );
+        crate::kubelet::status::set_runtime("containerd", client.version().to_string());
+        let images = herd_runtime::containerd::images::ContainerdImages::new(
+            client,
+            &root_dir.join("containerd-staging"),
+        )
+        .context("opening the containerd image store")?;
+        let backend = herd_runtime::containerd::tasks::ContainerdBackend::new(
+            images,
+            exe,
+            runtime_bin.path.clone(),
+        );
+        PodRuntime::with_backend(cfg, Box::new(backend))
+    } else {
+        let images =
+            ImageStore::open(&root_dir.join("images")).context("opening the image store")?;
+        crate::kubelet::status::set_runtime("herd", env!("CARGO_PKG_VERSION").to_string());
+        PodRuntime::new(cfg, images)
+    }
     .context("starting the pod runtime")?;
     let runtime = Arc::new(runtime);
     let Backing { store, cluster } = open_backing(root_dir, &args, &node_name, node_memory).await?;

@@ -9,9 +9,27 @@ fn main() -> ExitCode {
     // --pod-dir DIR`). It must stay small: dispatch before clap, logging or
     // any runtime is set up.
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "monitor") {
-        let code = herd_runtime::monitor::main_from_args(args);
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    match args.nth(1) {
+        Some(a) if a == "monitor" => {
+            let code = herd_runtime::monitor::main_from_args(args);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        // containerd's shim runs this binary as a task's logger
+        // (`binary:///…/herd?containerd-logger=<dir>`).
+        Some(a) if a == "containerd-logger" => {
+            let Some(dir) = args.next() else {
+                eprintln!("herd containerd-logger: missing the container dir");
+                return ExitCode::FAILURE;
+            };
+            return match herd_runtime::containerd::logger::run(std::path::Path::new(&dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("herd containerd-logger: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let cli = herd_agent::cli::Cli::parse();
     herd_agent::cli::init_logging(cli.verbose);

@@ -568,6 +568,8 @@ fn restart_removes_what_no_record_owns() {
     std::fs::create_dir_all(&target).unwrap();
     env.rt
         .images()
+        .native()
+        .unwrap()
         .mount_rootfs("p-half-ghost-0", IMAGE, &target)
         .unwrap();
 
@@ -576,7 +578,7 @@ fn restart_removes_what_no_record_owns() {
     assert_eq!(rec.removed_cgroups, vec!["stray".to_string()]);
     assert_eq!(rec.removed_mounts, vec!["p-half-ghost-0".to_string()]);
     assert!(!cgroup_v1_dir("memory", &pod_cg).exists());
-    assert!(rt.images().mounts().unwrap().is_empty());
+    assert!(rt.images().native().unwrap().mounts().unwrap().is_empty());
     assert_eq!(rec.adopted, vec!["p-half".to_string()]);
     rt.remove_pod_sandbox("p-half").unwrap();
     assert!(

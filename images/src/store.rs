@@ -86,6 +86,15 @@ pub enum ImageError {
         /// The containers using it.
         containers: String,
     },
+    /// The backend that holds images outside this store (containerd)
+    /// failed or returned something unusable.
+    #[error("image backend: {op}: {reason}")]
+    Backend {
+        /// What was being done.
+        op: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// Other filesystem failure.
     #[error("{op} {path}: {source}")]
     Io {

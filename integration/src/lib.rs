@@ -11,6 +11,8 @@
 //! - [`hostile`]: raw hostile tarballs (traversal, escapes, huge sizes).
 //! - [`registry`], [`push`]: a throwaway `docker-registry` and pushes to it,
 //!   including corrupt images.
+//! - [`containerd`]: a throwaway containerd 1.6 daemon in a temp dir, with
+//!   its own namespace, that cleans up after itself.
 //! - [`verify`]: an independent layout checker built on `oci-spec`.
 //!
 //! Every blob written is stored under the sha256 of its bytes, every
@@ -20,6 +22,7 @@
 pub mod agent;
 pub mod archive;
 pub mod bigimage;
+pub mod containerd;
 pub mod etcd;
 pub mod hostile;
 pub mod oci;

@@ -6,9 +6,12 @@
 //! run dir, the log dir) is a parameter so several agents can share a host
 //! and logic can be tested on temp dirs.
 
+pub mod backend;
 pub mod cgroups;
+pub mod containerd;
 pub mod logs;
 pub mod monitor;
+pub mod native;
 pub mod oci;
 pub mod pidns;
 pub mod pod;

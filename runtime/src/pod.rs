@@ -2,10 +2,11 @@
 //! library.
 //!
 //! [`PodRuntime`] ties the pieces together: the pod cgroup (`cgroups`), the
-//! sandbox namespaces and files (`sandbox`), one per-pod monitor process
-//! (`monitor`) that starts every container through the OCI runtime and
-//! outlives the agent, OCI bundles (`spec`) over overlay root filesystems
-//! from the image store.
+//! sandbox namespaces and files (`sandbox`), OCI bundles (`spec`), and a
+//! container backend ([`crate::backend`]) that runs them: herd's own
+//! per-pod monitor driving runc over overlay root filesystems from herd's
+//! image store ([`crate::native`]), or containerd tasks over containerd's
+//! snapshotter ([`crate::containerd`]).
 //!
 //! Durable state lives in the run dir (`<run_dir>/pods/<uid>/`):
 //! `sandbox.json`, and per container `containers/<id>/container.json`
@@ -20,12 +21,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use herd_images::{ImageError, ImageStore};
+use herd_images::ImageError;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{ContainerBackend, Images};
 use crate::cgroups::{self, CgroupError, CgroupManager, CgroupStats};
-use crate::monitor::{self, MonitorClient, MonitorError, PendingMonitor};
-use crate::oci::{ExecOutput, OciError, OciRuntime, RuntimeBinary};
+use crate::containerd::ContainerdError;
+use crate::monitor::{self, MonitorError};
+use crate::oci::{ExecOutput, OciError, RuntimeBinary};
 use crate::sandbox::{self, SandboxDir, SandboxError, SandboxRecord};
 use crate::spec::{self, SpecError, SpecInputs};
 use crate::types::{ContainerConfig, PodSandboxConfig, QosClass};
@@ -49,6 +52,8 @@ pub enum RuntimeError {
     State(#[from] crate::monitor::state::StateError),
     #[error(transparent)]
     Log(#[from] crate::logs::LogError),
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
     #[error("pod {0} has no sandbox")]
     NoSandbox(String),
     #[error("pod {uid} has no container {id}")]
@@ -171,8 +176,7 @@ pub struct Recovery {
 pub struct PodRuntime {
     cfg: RuntimeConfig,
     cgroups: CgroupManager,
-    oci: OciRuntime,
-    images: ImageStore,
+    backend: Box<dyn ContainerBackend>,
 }
 
 fn now() -> u64 {
@@ -189,17 +193,34 @@ pub fn container_id(pod_uid: &str, name: &str, attempt: u32) -> String {
 }
 
 impl PodRuntime {
-    pub fn new(cfg: RuntimeConfig, images: ImageStore) -> Result<PodRuntime, RuntimeError> {
+    /// The pod runtime with herd's own backend (monitor + OCI runtime,
+    /// images in `images`).
+    pub fn new(
+        cfg: RuntimeConfig,
+        images: herd_images::ImageStore,
+    ) -> Result<PodRuntime, RuntimeError> {
+        let backend = crate::native::NativeBackend::new(
+            cfg.runtime.clone(),
+            images,
+            cfg.monitor_exe.clone(),
+            cfg.monitor_args.clone(),
+        )?;
+        Self::with_backend(cfg, Box::new(backend))
+    }
+
+    /// The pod runtime over any container backend.
+    pub fn with_backend(
+        cfg: RuntimeConfig,
+        backend: Box<dyn ContainerBackend>,
+    ) -> Result<PodRuntime, RuntimeError> {
         let cgroups = CgroupManager::detect(&cfg.cgroup_root, &cfg.cgroup_base)?;
         cgroups.ensure_hierarchy()?;
-        for d in [cfg.run_dir.join("pods"), cfg.runtime.root.clone()] {
-            fs::create_dir_all(&d).map_err(io_err("create", &d))?;
-        }
+        let d = cfg.run_dir.join("pods");
+        fs::create_dir_all(&d).map_err(io_err("create", &d))?;
         Ok(PodRuntime {
-            oci: OciRuntime::new(cfg.runtime.clone()),
             cfg,
             cgroups,
-            images,
+            backend,
         })
     }
 
@@ -209,11 +230,11 @@ impl PodRuntime {
     pub fn cgroups(&self) -> &CgroupManager {
         &self.cgroups
     }
-    pub fn images(&self) -> &ImageStore {
-        &self.images
+    pub fn images(&self) -> &Images {
+        self.backend.images()
     }
-    pub fn oci(&self) -> &OciRuntime {
-        &self.oci
+    pub fn backend(&self) -> &dyn ContainerBackend {
+        self.backend.as_ref()
     }
 
     /// The pod's sandbox record (config, QoS class, cgroup), if it has one.
@@ -251,16 +272,7 @@ impl PodRuntime {
             cgroup: self.cgroups.pod_cgroup(&cfg.uid, qos),
             created: now(),
         };
-        // The monitor execs and binds its socket while the cgroup and the
-        // namespaces are made (a few ms saved on every pod start).
-        let pending = match MonitorClient::connect(dir.path()) {
-            Ok(_) => None,
-            Err(_) => Some(monitor::start_monitor(
-                &self.cfg.monitor_exe,
-                &self.cfg.monitor_args,
-                dir.path(),
-            )?),
-        };
+        let setup = self.backend.begin_pod(dir.path())?;
         let made = self
             .cgroups
             .create_pod(&cfg.uid, qos, &initial_pod_resources(cfg))
@@ -272,16 +284,17 @@ impl PodRuntime {
             }
             Ok(())
         });
-        let ready = pending.map(PendingMonitor::wait_ready).transpose();
         if let Err(e) = made {
-            if let Ok(Some(client)) = ready {
-                let _ = client.shutdown();
+            if let Some(setup) = setup {
+                let _ = setup(false);
             }
             let _ = dir.remove();
             let _ = self.cgroups.remove_pod(&cfg.uid, qos);
             return Err(e);
         }
-        ready?;
+        if let Some(setup) = setup {
+            setup(true)?;
+        }
         Ok(dir.netns(cfg))
     }
 
@@ -320,10 +333,8 @@ impl PodRuntime {
         let bundle = cdir.join("bundle");
         let rootfs = bundle.join("rootfs");
         fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
-        let (_, image_config) = self.images.image_config(&c.image)?;
-        if !self.images.mounts()?.iter().any(|(m, _)| m == &id) {
-            self.images.mount_rootfs(&id, &c.image, &rootfs)?;
-        }
+        let (_, image_config) = self.images().image_config(&c.image)?;
+        self.backend.prepare_rootfs(&id, &c.image, &rootfs)?;
         let cgroup = self.cgroups.container_cgroups_path(uid, sb.qos, &id);
         let namespaces = dir.namespaces(&sb.config);
         let files = dir.files(sb.config.namespaces.host_ipc);
@@ -346,8 +357,9 @@ impl PodRuntime {
             cgroup_v2: self.cgroups.layout() == cgroups::CgroupLayout::Unified,
         };
         let built = spec::build_spec(&inputs).and_then(|s| spec::write_bundle(&bundle, &s));
+        self.backend.rootfs_done(&id, &rootfs);
         if let Err(e) = built {
-            let _ = self.images.unmount_rootfs(&id);
+            let _ = self.backend.release_rootfs(&id);
             let _ = fs::remove_dir_all(&cdir);
             return Err(e.into());
         }
@@ -372,27 +384,14 @@ impl PodRuntime {
         Ok(rec)
     }
 
-    fn monitor(&self, uid: &str) -> Result<MonitorClient, RuntimeError> {
-        let dir = self.sandbox_dir(uid)?;
-        Ok(MonitorClient::connect(dir.path())?)
-    }
-
-    /// Starts a created container through the pod's monitor; returns its pid.
+    /// Starts a created container through the backend; returns its pid.
     pub fn start_container(&self, rec: &ContainerRecord) -> Result<u32, RuntimeError> {
         if let ContainerState::Running { pid, .. } = self.container_state(rec)? {
             return Ok(pid);
         }
-        let client = self.monitor(&rec.pod_uid)?;
-        let pid = client.start_container(monitor::StartContainer {
-            id: rec.id.clone(),
-            bundle: rec.bundle.clone(),
-            runtime: self.cfg.runtime.clone(),
-            log_path: rec.log_path.clone(),
-            log_limits: rec.config.log,
-            oom_counter_file: Some(self.cgroups.oom_counter_file(&rec.cgroup)),
-            tty: rec.config.tty,
-            stdin: rec.config.stdin,
-        })?;
+        let dir = self.sandbox_dir(&rec.pod_uid)?;
+        let oom = self.cgroups.oom_counter_file(&rec.cgroup);
+        let pid = self.backend.start(rec, dir.path(), &oom)?;
         // Now that runc's init is done, the pod's CPU quota can go on (see
         // `initial_pod_resources`). Idempotent, a few small writes.
         let (_, sb) = self.sandbox_record(&rec.pod_uid)?;
@@ -414,35 +413,10 @@ impl PodRuntime {
         Ok(rec)
     }
 
-    /// The container's state from its durable files (no runtime call).
+    /// The container's state (from its durable files where they answer).
     pub fn container_state(&self, rec: &ContainerRecord) -> Result<ContainerState, RuntimeError> {
         let dir = self.sandbox_dir(&rec.pod_uid)?;
-        if let Some(exit) = monitor::state::read_exit(dir.path(), &rec.id)? {
-            return Ok(ContainerState::Exited(exit_info(&exit)));
-        }
-        match monitor::state::read_started(dir.path(), &rec.id)? {
-            None => Ok(ContainerState::Created),
-            Some(started) => {
-                if process_alive(started.pid) {
-                    Ok(ContainerState::Running {
-                        pid: started.pid,
-                        started_at: started.started_at,
-                    })
-                } else if let Ok(c) = MonitorClient::connect(dir.path()) {
-                    // The monitor is alive and writes exit.json once it has
-                    // drained the logs: ask it (bounded wait).
-                    match wait_exit(&c, &rec.id, Duration::from_secs(5))? {
-                        Some(exit) => Ok(ContainerState::Exited(exit_info(&exit))),
-                        None => Ok(ContainerState::Running {
-                            pid: started.pid,
-                            started_at: started.started_at,
-                        }),
-                    }
-                } else {
-                    Ok(ContainerState::Unknown { pid: started.pid })
-                }
-            }
-        }
+        self.backend.state(rec, dir.path())
     }
 
     /// Every container record of a pod with its state.
@@ -483,22 +457,8 @@ impl PodRuntime {
         rec: &ContainerRecord,
         grace: Duration,
     ) -> Result<ContainerState, RuntimeError> {
-        let state = self.container_state(rec)?;
-        if !matches!(state, ContainerState::Running { .. }) {
-            return Ok(state);
-        }
-        let client = self.monitor(&rec.pod_uid)?;
-        if !grace.is_zero() {
-            let _ = self.oci.kill(&rec.id, libc::SIGTERM, false);
-            if let Some(exit) = wait_exit(&client, &rec.id, grace)? {
-                return Ok(ContainerState::Exited(exit_info(&exit)));
-            }
-        }
-        let _ = self.oci.kill(&rec.id, libc::SIGKILL, true);
-        match wait_exit(&client, &rec.id, Duration::from_secs(10))? {
-            Some(exit) => Ok(ContainerState::Exited(exit_info(&exit))),
-            None => Ok(self.container_state(rec)?),
-        }
+        let dir = self.sandbox_dir(&rec.pod_uid)?;
+        self.backend.stop(rec, dir.path(), grace)
     }
 
     /// Removes a container's runtime state, rootfs and bundle (logs stay
@@ -507,12 +467,8 @@ impl PodRuntime {
         if matches!(self.container_state(rec)?, ContainerState::Running { .. }) {
             self.stop_container(rec, Duration::ZERO)?;
         }
-        self.oci.delete(&rec.id, true)?;
-        match self.images.unmount_rootfs(&rec.id) {
-            Ok(()) => {}
-            Err(ImageError::Mount(herd_images::rootfs::MountError::Unknown(_))) => {}
-            Err(e) => return Err(e.into()),
-        }
+        self.backend.delete(rec)?;
+        self.backend.release_rootfs(&rec.id)?;
         let dir = self.sandbox_dir(&rec.pod_uid)?;
         let cdir = Self::container_dir(&dir, &rec.id);
         match fs::remove_dir_all(&cdir) {
@@ -522,15 +478,13 @@ impl PodRuntime {
         }
     }
 
-    /// Runs a command in a running container (`runc exec` with the
-    /// container's process defaults).
-    pub fn exec(
-        &self,
+    /// The exec'd process: the container's process defaults (env, user,
+    /// cwd, capabilities) with `args`.
+    fn exec_process(
         rec: &ContainerRecord,
         args: Vec<String>,
         tty: bool,
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, RuntimeError> {
+    ) -> Result<oci_spec::runtime::Process, RuntimeError> {
         let config = rec.bundle.join("config.json");
         let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| RuntimeError::Io {
             op: "read",
@@ -538,13 +492,20 @@ impl PodRuntime {
             source: std::io::Error::other(e),
         })?;
         let base = spec.process().clone().unwrap_or_default();
-        let process = spec::exec_process(&base, args, tty, &[]);
-        let file = rec.bundle.join(format!(
-            "exec-{}-{}.json",
-            std::process::id(),
-            EXEC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        Ok(self.oci.exec(&rec.id, &process, &file, timeout)?)
+        Ok(spec::exec_process(&base, args, tty, &[]))
+    }
+
+    /// Runs a command in a running container (`runc exec` with the
+    /// container's process defaults), output collected.
+    pub fn exec(
+        &self,
+        rec: &ContainerRecord,
+        args: Vec<String>,
+        tty: bool,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let process = Self::exec_process(rec, args, tty)?;
+        self.backend.exec(rec, &process, timeout)
     }
 
     /// cgroup statistics of a container or (with `None`) the whole pod.
@@ -571,9 +532,7 @@ impl PodRuntime {
         for c in self.list_containers(uid)? {
             self.remove_container(&c.record)?;
         }
-        if let Ok(client) = MonitorClient::connect(dir.path()) {
-            let _ = client.shutdown();
-        }
+        self.backend.end_pod(dir.path());
         dir.remove()?;
         let qos = record.map(|r| r.qos);
         match qos {
@@ -610,7 +569,7 @@ impl PodRuntime {
                 dir.remove()?;
                 continue;
             }
-            if MonitorClient::connect(dir.path()).is_ok() {
+            if self.backend.pod_supervised(dir.path()) {
                 out.adopted.push(uid.clone());
             } else {
                 out.orphaned.push(uid.clone());
@@ -626,12 +585,7 @@ impl PodRuntime {
             }
         }
         let pods_dir = self.cfg.run_dir.join("pods");
-        for (id, m) in self.images.mounts()? {
-            if m.target.starts_with(&pods_dir) && !live_containers.contains(&id) {
-                self.images.unmount_rootfs(&id)?;
-                out.removed_mounts.push(id);
-            }
-        }
+        out.removed_mounts = self.backend.recover(&live_containers, &pods_dir)?;
         Ok(out)
     }
 
@@ -661,20 +615,8 @@ impl PodRuntime {
         tty: bool,
         stdin: bool,
     ) -> Result<crate::oci::exec_stream::ExecSession, RuntimeError> {
-        let config = rec.bundle.join("config.json");
-        let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| RuntimeError::Io {
-            op: "read",
-            path: config.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let base = spec.process().clone().unwrap_or_default();
-        let process = spec::exec_process(&base, args, tty, &[]);
-        let file = rec.bundle.join(format!(
-            "exec-{}-{}.json",
-            std::process::id(),
-            EXEC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        Ok(self.oci.exec_streaming(&rec.id, &process, &file, stdin)?)
+        let process = Self::exec_process(rec, args, tty)?;
+        self.backend.exec_streaming(rec, &process, stdin)
     }
 }
 
@@ -694,9 +636,7 @@ fn initial_pod_resources(cfg: &PodSandboxConfig) -> cgroups::PodCgroupResources 
     r
 }
 
-static EXEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn exit_info(e: &monitor::ExitRecord) -> ExitInfo {
+pub(crate) fn exit_info(e: &monitor::ExitRecord) -> ExitInfo {
     ExitInfo {
         exit_code: e.exit_code,
         oom_killed: e.oom_killed,
@@ -705,28 +645,7 @@ fn exit_info(e: &monitor::ExitRecord) -> ExitInfo {
     }
 }
 
-/// Waits up to `timeout` for the monitor to record the container's exit;
-/// `None` if it still runs then.
-fn wait_exit(
-    client: &MonitorClient,
-    id: &str,
-    timeout: Duration,
-) -> Result<Option<monitor::ExitRecord>, RuntimeError> {
-    match client.wait(id, Some(timeout.max(Duration::from_millis(1)))) {
-        Ok(r) => Ok(Some(r)),
-        Err(MonitorError::Io { source, .. })
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     // A zombie is not alive: its exit is for the monitor to record.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s

@@ -2,7 +2,10 @@
 //!
 //! These commands work on the store directly (with file locks, so they are
 //! safe next to a running agent); once the agent's API exists they keep
-//! working offline, as `ctr` does next to containerd.
+//! working offline, as `ctr` does next to containerd. With
+//! `--containerd-address`, `import`, `pull`, `ls` and `rm` act on
+//! containerd's store instead ([`super::image_containerd`]), with the same
+//! output.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
@@ -16,9 +19,20 @@ use herd_images::{
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use super::image_containerd::{ContainerdFlags, Images};
+
+/// `herd image`: the store to act on and what to do.
+#[derive(Debug, Args)]
+pub struct ImageCommand {
+    #[command(flatten)]
+    containerd: ContainerdFlags,
+    #[command(subcommand)]
+    command: ImageSubcommand,
+}
+
 /// Image commands.
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {
+pub enum ImageSubcommand {
     /// Import an OCI image layout directory, OCI archive or docker-archive.
     Import {
         /// Path to the layout directory or archive (.tar, optionally gzipped).
@@ -108,15 +122,20 @@ fn open(root: &Path) -> anyhow::Result<ImageStore> {
     ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))
 }
 
+/// Why containerd has no `prune`, `mount` and `unmount`.
+const NO_PRUNE: &str = "containerd garbage-collects its own content";
+const NO_MOUNT: &str = "containerd mounts container root filesystems from its snapshotter";
+
 /// Runs one image command.
 pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
-    match cmd {
-        ImageCommand::Import {
+    let flags = cmd.containerd;
+    match cmd.command {
+        ImageSubcommand::Import {
             path,
             platform,
             name,
         } => {
-            let store = open(root)?;
+            let store = Images::open(root, &flags)?;
             let opts = ImportOptions {
                 platform,
                 base_name: name,
@@ -126,9 +145,9 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Pull(args) => pull(root, args),
-        ImageCommand::Ls { quiet, output } => {
-            let images = open(root)?.list()?;
+        ImageSubcommand::Pull(args) => pull(root, &flags, args),
+        ImageSubcommand::Ls { quiet, output } => {
+            let images = Images::open(root, &flags)?.list()?;
             if quiet {
                 for i in images {
                     println!("{}", i.name);
@@ -154,8 +173,8 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Rm { images } => {
-            let store = open(root)?;
+        ImageSubcommand::Rm { images } => {
+            let store = Images::open(root, &flags)?;
             let mut failed = false;
             for name in images {
                 match store.remove(&name) {
@@ -171,7 +190,8 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Prune { all } => {
+        ImageSubcommand::Prune { all } => {
+            Images::herd_only("prune", &flags, NO_PRUNE)?;
             let r = open(root)?.prune(all)?;
             for i in &r.images {
                 println!("removed {i}");
@@ -184,12 +204,14 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ImageCommand::Mount { image, target, id } => {
+        ImageSubcommand::Mount { image, target, id } => {
+            Images::herd_only("mount", &flags, NO_MOUNT)?;
             let m = open(root)?.mount_rootfs(&id, &image, &target)?;
             println!("mounted {} at {}", m.image, m.target.display());
             Ok(())
         }
-        ImageCommand::Unmount { id } => {
+        ImageSubcommand::Unmount { id } => {
+            Images::herd_only("unmount", &flags, NO_MOUNT)?;
             open(root)?.unmount_rootfs(&id)?;
             println!("unmounted {id}");
             Ok(())
@@ -213,7 +235,7 @@ fn read_password(args: &PullArgs) -> anyhow::Result<Option<String>> {
     Ok(Some(raw.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
-fn pull(root: &Path, args: PullArgs) -> anyhow::Result<()> {
+fn pull(root: &Path, flags: &ContainerdFlags, args: PullArgs) -> anyhow::Result<()> {
     let credentials = match (&args.username, read_password(&args)?) {
         (Some(u), Some(p)) => Credentials::Basic {
             username: u.clone(),
@@ -231,7 +253,9 @@ fn pull(root: &Path, args: PullArgs) -> anyhow::Result<()> {
         max_concurrent_downloads: args.max_concurrent_downloads,
         unpack: !args.no_unpack,
     };
-    let store = open(root)?;
+    // Before the async runtime: connecting to containerd blocks on a
+    // runtime of its own.
+    let store = Images::open(root, flags)?;
     let progress = Progress::new(std::io::stderr().is_terminal());
     let sink = progress.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()

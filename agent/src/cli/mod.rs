@@ -23,6 +23,7 @@ pub mod duration;
 pub mod exec;
 pub mod get;
 mod image;
+mod image_containerd;
 pub mod kubeconfig;
 pub mod logs;
 pub mod params;
@@ -73,7 +74,6 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Manage images: import, pull, list, remove, prune.
-    #[command(subcommand)]
     Image(image::ImageCommand),
     /// Run the node agent (the daemon).
     Agent(Box<crate::daemon::AgentArgs>),

@@ -51,7 +51,8 @@ pub fn register(
             "architecture": std::env::consts::ARCH, "operatingSystem": std::env::consts::OS,
             "kubeletVersion": concat!("herd-", env!("CARGO_PKG_VERSION")),
             "kubeProxyVersion": "", "bootID": "", "machineID": "", "systemUUID": "",
-            "containerRuntimeVersion": "", "kernelVersion": "", "osImage": "",
+            "containerRuntimeVersion": super::status::runtime_version(),
+            "kernelVersion": "", "osImage": "",
         },
     });
     let labels = json!({

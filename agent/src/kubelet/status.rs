@@ -97,9 +97,28 @@ pub struct PodView {
     pub qos_class: String,
 }
 
+/// The node's container runtime as Kubernetes shows it: the scheme of
+/// container IDs (`herd://…`, `containerd://…`) and the node's
+/// `containerRuntimeVersion`. Set once at agent start.
+static RUNTIME: std::sync::OnceLock<(&'static str, String)> = std::sync::OnceLock::new();
+
+/// Records the backend's scheme and version (first call wins).
+pub fn set_runtime(scheme: &'static str, version: String) {
+    let _ = RUNTIME.set((scheme, version));
+}
+
+/// `<scheme>://<version>` (empty until set).
+pub fn runtime_version() -> String {
+    RUNTIME
+        .get()
+        .map(|(s, v)| format!("{s}://{v}"))
+        .unwrap_or_default()
+}
+
 /// The runtime's id as Kubernetes shows it.
 pub fn container_id(id: &str) -> String {
-    format!("herd://{id}")
+    let scheme = RUNTIME.get().map_or("herd", |(s, _)| s);
+    format!("{scheme}://{id}")
 }
 
 fn time(s: &str) -> Option<Time> {

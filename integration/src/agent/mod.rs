@@ -14,6 +14,11 @@
 //! controller hierarchy, the network namespace (unless the caller passed
 //! one in [`AgentOpts::netns`]) and the dirs. Names are
 //! unique per process and fixture (pid + counter).
+//!
+//! With [`AgentOpts::containerd`] the pods run as containerd tasks: their
+//! processes die with the cgroup above; the containers, tasks, snapshots
+//! and images stay in containerd's namespace, for the containerd fixture
+//! (owned by the caller) to remove.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -54,6 +59,20 @@ pub struct AgentOpts {
     /// Return from [`Agent::start`] once spawned, without waiting for
     /// `/readyz` (see [`Agent::wait_ready`]).
     pub no_wait: bool,
+    /// Run pods on containerd (`--runtime containerd`) and keep images in
+    /// its store; the caller owns that containerd (e.g. the
+    /// `herd_integration::containerd` fixture) and keeps it alive longer
+    /// than the agent.
+    pub containerd: Option<ContainerdTarget>,
+}
+
+/// A running containerd the agent and `herd image` talk to.
+#[derive(Clone, Debug)]
+pub struct ContainerdTarget {
+    /// containerd's gRPC socket.
+    pub socket: PathBuf,
+    /// The containerd namespace for the agent's images and containers.
+    pub namespace: String,
 }
 
 impl AgentOpts {
@@ -144,7 +163,10 @@ impl Agent {
         });
         let layout = base.join("layout");
         crate::write_oci_layout(&layout, &ImageOpts::new(IMAGE))?;
-        let out = agent.cli(&["image", "import", &layout.to_string_lossy()])?;
+        let mut import = agent.cli_image_args();
+        import.extend(["import".to_string(), layout.to_string_lossy().into_owned()]);
+        let import: Vec<&str> = import.iter().map(String::as_str).collect();
+        let out = agent.cli(&import)?;
         if out.status != 0 {
             bail!("image import failed: {}", out.stderr);
         }
@@ -179,6 +201,16 @@ impl Agent {
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.base.join("agent.log")).unwrap_or_default()
     }
+    /// `herd image` with the flags that reach the agent's image store:
+    /// `["image"]`, or with `--containerd-address S --containerd-namespace
+    /// N` when the agent runs on containerd. Append the subcommand.
+    pub fn cli_image_args(&self) -> Vec<String> {
+        let mut args = vec!["image".to_string()];
+        if let Some(c) = &self.opts.containerd {
+            args.extend(containerd_flags(c));
+        }
+        args
+    }
     /// The agent's pid, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -211,6 +243,11 @@ impl Agent {
             })
             .args(["--pod-cidr", &self.pod_cidr])
             .args(["--bridge", &self.bridge])
+            .args(self.opts.containerd.iter().flat_map(|c| {
+                let mut a = vec!["--runtime".to_string(), "containerd".to_string()];
+                a.extend(containerd_flags(c));
+                a
+            }))
             .args(&self.opts.args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -649,6 +686,16 @@ impl Drop for Agent {
         let _ = std::fs::remove_dir_all(&self.run);
         let _ = std::fs::remove_dir_all(&self.base);
     }
+}
+
+/// `--containerd-address S --containerd-namespace N`.
+fn containerd_flags(c: &ContainerdTarget) -> [String; 4] {
+    [
+        "--containerd-address".to_string(),
+        c.socket.to_string_lossy().into_owned(),
+        "--containerd-namespace".to_string(),
+        c.namespace.clone(),
+    ]
 }
 
 /// Runs `cmd` to the end with `stdin` piped in, capturing its output.

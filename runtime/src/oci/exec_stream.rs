@@ -29,41 +29,86 @@ pub struct ExecSession {
     /// The process's stderr (`None` with a tty).
     pub stderr: Option<Box<dyn Read + Send>>,
     resizer: Option<Resizer>,
-    child: Child,
-    process_file: PathBuf,
-    binary: PathBuf,
+    process: Process,
 }
+
+/// The process behind a session: `runc exec` in the foreground, or one a
+/// backend runs elsewhere (a containerd exec).
+enum Process {
+    Runc {
+        child: Child,
+        process_file: PathBuf,
+        binary: PathBuf,
+    },
+    Remote(Box<dyn RemoteProcess>),
+}
+
+/// An exec'd process another backend runs (a containerd exec).
+pub trait RemoteProcess: Send {
+    /// The process's pid (as the backend reports it).
+    fn pid(&self) -> u32;
+    /// Waits for its exit code (128+signal when killed).
+    fn wait(&mut self) -> Result<i32, OciError>;
+    /// Kills it (the caller went away); idempotent.
+    fn kill(&mut self);
+}
+
+/// Resizes a remote process's terminal.
+pub type RemoteResize = Box<dyn Fn(u16, u16) -> std::io::Result<()> + Send + Sync>;
 
 impl std::fmt::Debug for ExecSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecSession")
-            .field("pid", &self.child.id())
+            .field("pid", &self.pid())
             .field("stdin", &self.stdin.is_some())
             .field("stdout", &self.stdout.is_some())
             .field("stderr", &self.stderr.is_some())
             .field("tty", &self.resizer.is_some())
-            .field("process_file", &self.process_file)
             .finish()
     }
 }
 
 /// Resizes the terminal of a tty exec; can be moved to another thread.
-#[derive(Debug)]
 pub struct Resizer {
-    master: OwnedFd,
+    master: Option<OwnedFd>,
     runc_pid: u32,
+    remote: Option<RemoteResize>,
+}
+
+impl std::fmt::Debug for Resizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resizer")
+            .field("runc_pid", &self.runc_pid)
+            .field("remote", &self.remote.is_some())
+            .finish()
+    }
 }
 
 impl Resizer {
+    /// A resizer calling `f` (a backend's own resize).
+    pub fn remote(f: RemoteResize) -> Resizer {
+        Resizer {
+            master: None,
+            runc_pid: 0,
+            remote: Some(f),
+        }
+    }
+
     /// Sets the terminal size (columns × rows).
     pub fn resize(&self, width: u16, height: u16) -> std::io::Result<()> {
+        if let Some(f) = &self.remote {
+            return f(width, height);
+        }
+        let Some(master) = &self.master else {
+            return Ok(());
+        };
         let ws = rustix::termios::Winsize {
             ws_row: height,
             ws_col: width,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        rustix::termios::tcsetwinsize(&self.master, ws)?;
+        rustix::termios::tcsetwinsize(master, ws)?;
         let pid = rustix::process::Pid::from_raw(self.runc_pid as i32)
             .ok_or_else(|| std::io::Error::other("runc has no pid"))?;
         rustix::process::kill_process(pid, rustix::process::Signal::WINCH)?;
@@ -72,9 +117,29 @@ impl Resizer {
 }
 
 impl ExecSession {
-    /// The pid of the `runc exec` process.
+    /// A session over a process another backend runs.
+    pub fn remote(
+        stdin: Option<Box<dyn Write + Send>>,
+        stdout: Option<Box<dyn Read + Send>>,
+        stderr: Option<Box<dyn Read + Send>>,
+        resizer: Option<Resizer>,
+        process: Box<dyn RemoteProcess>,
+    ) -> ExecSession {
+        ExecSession {
+            stdin,
+            stdout,
+            stderr,
+            resizer,
+            process: Process::Remote(process),
+        }
+    }
+
+    /// The pid of the `runc exec` process (or the remote process).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Runc { child, .. } => child.id(),
+            Process::Remote(p) => p.pid(),
+        }
     }
 
     /// Takes the pty resizer (tty sessions only).
@@ -87,31 +152,55 @@ impl ExecSession {
     pub fn wait(mut self) -> Result<i32, OciError> {
         use std::os::unix::process::ExitStatusExt;
         self.stdin = None;
-        let status = self.child.wait().map_err(|source| OciError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
-        let _ = std::fs::remove_file(&self.process_file);
-        Ok(match (status.code(), status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(sig)) => 128 + sig,
-            (None, None) => 255,
-        })
+        match &mut self.process {
+            Process::Remote(p) => p.wait(),
+            Process::Runc {
+                child,
+                process_file,
+                binary,
+            } => {
+                let status = child.wait().map_err(|source| OciError::Spawn {
+                    binary: binary.clone(),
+                    source,
+                })?;
+                let _ = std::fs::remove_file(process_file);
+                Ok(match (status.code(), status.signal()) {
+                    (Some(code), _) => code,
+                    (None, Some(sig)) => 128 + sig,
+                    (None, None) => 255,
+                })
+            }
+        }
     }
 
-    /// Kills `runc exec` (the caller went away).
+    /// Kills `runc exec` or the remote process (the caller went away).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
+        match &mut self.process {
+            Process::Runc { child, .. } => {
+                let _ = child.kill();
+            }
+            Process::Remote(p) => p.kill(),
+        }
     }
 }
 
 impl Drop for ExecSession {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        match &mut self.process {
+            Process::Runc {
+                child,
+                process_file,
+                ..
+            } => {
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let _ = std::fs::remove_file(process_file);
+            }
+            // Its own Drop kills and cleans up.
+            Process::Remote(_) => {}
         }
-        let _ = std::fs::remove_file(&self.process_file);
     }
 }
 
@@ -174,9 +263,11 @@ impl OciRuntime {
                 .take()
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
             resizer: None,
-            child,
-            process_file: process_file.to_path_buf(),
-            binary: self.bin.path.clone(),
+            process: Process::Runc {
+                child,
+                process_file: process_file.to_path_buf(),
+                binary: self.bin.path.clone(),
+            },
         })
     }
 
@@ -203,17 +294,20 @@ impl OciRuntime {
             None
         };
         let resizer = Resizer {
-            master: master.try_clone().map_err(console_err)?,
+            master: Some(master.try_clone().map_err(console_err)?),
             runc_pid: child.id(),
+            remote: None,
         };
         Ok(ExecSession {
             stdin: writer,
             stdout: Some(Box::new(PtyReader(File::from(master)))),
             stderr: None,
             resizer: Some(resizer),
-            child,
-            process_file: process_file.to_path_buf(),
-            binary: self.bin.path.clone(),
+            process: Process::Runc {
+                child,
+                process_file: process_file.to_path_buf(),
+                binary: self.bin.path.clone(),
+            },
         })
     }
 }

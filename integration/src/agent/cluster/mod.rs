@@ -277,6 +277,7 @@ impl Cluster {
                 args,
                 netns: Some(self.node_ns[i].0.clone()),
                 no_wait: true,
+                ..Default::default()
             },
         )?;
         for layout in &self.opts.images {
@@ -308,6 +309,7 @@ impl Cluster {
                 args: all,
                 netns: Some(self.bridge_ns.0.clone()),
                 no_wait: true,
+                ..Default::default()
             },
         )
     }
