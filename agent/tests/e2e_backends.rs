@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herd_integration::agent::{
     Agent, AgentOpts, ContainerdTarget, condition, container_status, pids_with_cmdline, pod,
-    sh_container,
+    run_with_stdin, sh_container,
 };
 use herd_integration::containerd::{Containerd, containerd_or_skip};
 use serde_json::{Value, json};
@@ -145,6 +145,17 @@ fn start_logs_exec_probe_delete(backend: Backend) {
         )
         .unwrap();
     assert_eq!(out.stdout, "piped-in\ndone\n", "{out:?}");
+    // kubectl exec -it through a pty (`script` gives kubectl a terminal).
+    let line = format!(
+        "nsenter --net={} -- kubectl --kubeconfig {} exec -it web -c c -- sh",
+        a.netns().display(),
+        a.kubeconfig().unwrap().display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &line, "/dev/null"]);
+    let out = run_with_stdin(cmd, Some("echo tty=$(tty) sum=$((40+2))\nexit 0\n")).unwrap();
+    assert!(out.stdout.contains("sum=42"), "{out:?}");
+    assert!(out.stdout.contains("tty=/dev/pts/"), "{out:?}");
     let out = a
         .exec("web", Some("c"), &["sh", "-c", "echo err >&2; exit 3"])
         .unwrap();
@@ -290,6 +301,46 @@ fn agent_sigkill_readopts(backend: Backend) {
     assert_eq!(a.delete_pod("steady", None).unwrap(), 200);
     a.wait_gone("steady", T).unwrap();
     wait_no_pid(&steady);
+}
+
+/// containerd restarts under a running agent: the containers keep
+/// running (their shims own them), an exit after the restart is reported
+/// (the event subscription is reopened), and new pods start.
+#[test]
+fn containerd_restart_under_the_agent() {
+    let Some(mut env) = Env::start(Backend::Containerd, "bk-ctrdrestart", AgentOpts::default())
+    else {
+        return;
+    };
+    let marker = format!("48{}", std::process::id());
+    env.agent
+        .create(&pod(
+            "p",
+            json!({"terminationGracePeriodSeconds": 0, "restartPolicy": "Never",
+                   "containers": [sh_container("c", &format!("sleep {marker}"))]}),
+        ))
+        .unwrap();
+    env.agent.wait_pod("p", T, |p| running(p, "c")).unwrap();
+    let pid = one_pid(&marker);
+    env.ctrd.as_mut().unwrap().restart().unwrap();
+    assert_eq!(one_pid(&marker), pid);
+    kill9_pid(pid);
+    let p = env
+        .agent
+        .wait_pod("p", T, |p| {
+            container_status(p, "c").is_some_and(|s| s["state"]["terminated"].is_object())
+        })
+        .unwrap();
+    let term = &container_status(&p, "c").unwrap()["state"]["terminated"];
+    assert_eq!(term["exitCode"], 137, "{term}");
+    env.agent
+        .create(&pod(
+            "q",
+            json!({"terminationGracePeriodSeconds": 0,
+                   "containers": [sh_container("c", "echo after-restart; sleep 3600")]}),
+        ))
+        .unwrap();
+    env.agent.wait_log("q", "c", "after-restart", T).unwrap();
 }
 
 fn one_pid(marker: &str) -> i32 {

@@ -16,9 +16,48 @@ use tonic::Code;
 use super::backend;
 use crate::containerd::{Client, rpc};
 
+/// Verified manifests and configs already read, by digest. Content is
+/// addressed by its digest, so a cached blob can never be stale; the cache
+/// saves two `Content.Info` + `Content.Read` round trips per lookup on
+/// every container start. Bounded (cleared when full).
+static SMALL_BLOBS: std::sync::Mutex<Option<std::collections::HashMap<Digest, Vec<u8>>>> =
+    std::sync::Mutex::new(None);
+const CACHE_BYTES: usize = 16 << 20;
+
+fn cached(digest: &Digest) -> Option<Vec<u8>> {
+    let g = SMALL_BLOBS.lock().unwrap_or_else(|p| p.into_inner());
+    g.as_ref().and_then(|m| m.get(digest).cloned())
+}
+
+fn remember(digest: &Digest, bytes: &[u8]) {
+    let mut g = SMALL_BLOBS.lock().unwrap_or_else(|p| p.into_inner());
+    let m = g.get_or_insert_with(Default::default);
+    if m.values().map(Vec::len).sum::<usize>() + bytes.len() > CACHE_BYTES {
+        m.clear();
+    }
+    m.insert(digest.clone(), bytes.to_vec());
+}
+
 /// Reads a blob of at most `limit` bytes from the content store and checks
-/// it against its digest.
+/// it against its digest (manifests and configs are cached by digest).
 pub async fn read_blob(c: &Client, digest: &Digest, limit: u64) -> Result<Vec<u8>, ImageError> {
+    if let Some(b) = cached(digest)
+        && b.len() as u64 <= limit
+    {
+        return Ok(b);
+    }
+    let bytes = read_blob_uncached(c, digest, limit).await?;
+    if limit <= MAX_MANIFEST_SIZE.max(MAX_CONFIG_SIZE) {
+        remember(digest, &bytes);
+    }
+    Ok(bytes)
+}
+
+async fn read_blob_uncached(
+    c: &Client,
+    digest: &Digest,
+    limit: u64,
+) -> Result<Vec<u8>, ImageError> {
     let mut content = ContentClient::new(c.channel());
     let info = content
         .info(c.request(InfoRequest {
