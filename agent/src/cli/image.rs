@@ -19,7 +19,7 @@ use herd_images::{
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::image_containerd::{ContainerdFlags, Images};
+use super::image_containerd::{self as store, ContainerdFlags};
 
 /// `herd image`: the store to act on and what to do.
 #[derive(Debug, Args)]
@@ -135,7 +135,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             platform,
             name,
         } => {
-            let store = Images::open(root, &flags)?;
+            let store = store::open(root, &flags)?;
             let opts = ImportOptions {
                 platform,
                 base_name: name,
@@ -147,7 +147,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
         }
         ImageSubcommand::Pull(args) => pull(root, &flags, args),
         ImageSubcommand::Ls { quiet, output } => {
-            let images = Images::open(root, &flags)?.list()?;
+            let images = store::open(root, &flags)?.list()?;
             if quiet {
                 for i in images {
                     println!("{}", i.name);
@@ -174,7 +174,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageSubcommand::Rm { images } => {
-            let store = Images::open(root, &flags)?;
+            let store = store::open(root, &flags)?;
             let mut failed = false;
             for name in images {
                 match store.remove(&name) {
@@ -191,7 +191,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageSubcommand::Prune { all } => {
-            Images::herd_only("prune", &flags, NO_PRUNE)?;
+            store::herd_only("prune", &flags, NO_PRUNE)?;
             let r = open(root)?.prune(all)?;
             for i in &r.images {
                 println!("removed {i}");
@@ -205,13 +205,13 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageSubcommand::Mount { image, target, id } => {
-            Images::herd_only("mount", &flags, NO_MOUNT)?;
+            store::herd_only("mount", &flags, NO_MOUNT)?;
             let m = open(root)?.mount_rootfs(&id, &image, &target)?;
             println!("mounted {} at {}", m.image, m.target.display());
             Ok(())
         }
         ImageSubcommand::Unmount { id } => {
-            Images::herd_only("unmount", &flags, NO_MOUNT)?;
+            store::herd_only("unmount", &flags, NO_MOUNT)?;
             open(root)?.unmount_rootfs(&id)?;
             println!("unmounted {id}");
             Ok(())
@@ -255,7 +255,7 @@ fn pull(root: &Path, flags: &ContainerdFlags, args: PullArgs) -> anyhow::Result<
     };
     // Before the async runtime: connecting to containerd blocks on a
     // runtime of its own.
-    let store = Images::open(root, flags)?;
+    let store = store::open(root, flags)?;
     let progress = Progress::new(std::io::stderr().is_terminal());
     let sink = progress.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -2,8 +2,8 @@
 //! or, with `--containerd-address`, containerd's content store and
 //! snapshotter in herd's containerd namespace.
 //!
-//! Both stores take the same archives and references and return the same
-//! [`ImageRecord`]s, so `import`, `pull`, `ls` and `rm` print the same
+//! Both stores ([`Images`], as the pod runtime uses them) take the same
+//! archives and references and return the same records, so `import`, `pull`, `ls` and `rm` print the same
 //! output on either. Commands that only make sense on herd's store
 //! (`prune`, `mount`, `unmount`) are refused with containerd before any
 //! connection is made. Connection failures (socket missing, containerd
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use herd_images::{ImageError, ImageRecord, ImageStore, ImportOptions, ProgressFn, PullOptions};
+use herd_images::ImageStore;
+use herd_runtime::backend::Images;
 use herd_runtime::containerd::images::ContainerdImages;
 use herd_runtime::containerd::{Client, ContainerdConfig};
 
@@ -35,75 +36,29 @@ pub struct ContainerdFlags {
     pub containerd_namespace: String,
 }
 
-/// The image store a command acts on.
-pub enum Images {
-    Herd(ImageStore),
-    Containerd(ContainerdImages),
+/// Opens herd's store under `root`, or connects to containerd when `flags`
+/// name a socket (staging dir `<root>/containerd-staging`).
+pub fn open(root: &Path, flags: &ContainerdFlags) -> anyhow::Result<Images> {
+    let Some(address) = &flags.containerd_address else {
+        let dir = root.join("images");
+        let store = ImageStore::open(&dir)
+            .with_context(|| format!("opening image store {}", dir.display()))?;
+        return Ok(Images::Native(store));
+    };
+    let client = Client::connect(ContainerdConfig::new(
+        address,
+        flags.containerd_namespace.as_str(),
+    ))?;
+    let staging = root.join("containerd-staging");
+    let images = ContainerdImages::new(client, &staging)
+        .with_context(|| format!("opening the containerd staging store {}", staging.display()))?;
+    Ok(Images::Containerd(images))
 }
 
-impl Images {
-    /// Opens herd's store under `root`, or connects to containerd when
-    /// `flags` name a socket (staging dir `<root>/containerd-staging`).
-    pub fn open(root: &Path, flags: &ContainerdFlags) -> anyhow::Result<Images> {
-        let Some(address) = &flags.containerd_address else {
-            let dir = root.join("images");
-            let store = ImageStore::open(&dir)
-                .with_context(|| format!("opening image store {}", dir.display()))?;
-            return Ok(Images::Herd(store));
-        };
-        let client = Client::connect(ContainerdConfig::new(
-            address,
-            flags.containerd_namespace.as_str(),
-        ))?;
-        let staging = root.join("containerd-staging");
-        let images = ContainerdImages::new(client, &staging).with_context(|| {
-            format!("opening the containerd staging store {}", staging.display())
-        })?;
-        Ok(Images::Containerd(images))
+/// Refuses `command` unless `flags` choose herd's own store.
+pub fn herd_only(command: &str, flags: &ContainerdFlags, why: &str) -> anyhow::Result<()> {
+    if flags.containerd_address.is_some() {
+        bail!("image {command} is not available with --containerd-address: {why}");
     }
-
-    /// Refuses `command` unless `flags` choose herd's own store.
-    pub fn herd_only(command: &str, flags: &ContainerdFlags, why: &str) -> anyhow::Result<()> {
-        if flags.containerd_address.is_some() {
-            bail!("image {command} is not available with --containerd-address: {why}");
-        }
-        Ok(())
-    }
-
-    pub fn import(
-        &self,
-        path: &Path,
-        opts: &ImportOptions,
-    ) -> Result<Vec<ImageRecord>, ImageError> {
-        match self {
-            Images::Herd(s) => s.import(path, opts),
-            Images::Containerd(c) => c.import(path, opts),
-        }
-    }
-
-    pub async fn pull(
-        &self,
-        reference: &str,
-        opts: &PullOptions,
-        progress: ProgressFn,
-    ) -> Result<ImageRecord, ImageError> {
-        match self {
-            Images::Herd(s) => s.pull(reference, opts, progress).await,
-            Images::Containerd(c) => c.pull(reference, opts, progress).await,
-        }
-    }
-
-    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
-        match self {
-            Images::Herd(s) => s.list(),
-            Images::Containerd(c) => c.list(),
-        }
-    }
-
-    pub fn remove(&self, name: &str) -> Result<ImageRecord, ImageError> {
-        match self {
-            Images::Herd(s) => s.remove(name),
-            Images::Containerd(c) => c.remove(name),
-        }
-    }
+    Ok(())
 }
