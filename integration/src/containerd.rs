@@ -314,6 +314,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// Kills and deletes the namespace's tasks through containerd (when it
     /// runs), then SIGKILLs any shim left and its descendants.
     fn kill_tasks(&mut self) {
+        // Where each shim serves (a shim killed below cannot remove its
+        // socket file itself).
+        let sockets: Vec<PathBuf> = self.shims().into_iter().filter_map(shim_socket).collect();
         if self.child.is_some()
             && let Ok(tasks) = self.ls("tasks")
         {
@@ -334,6 +337,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         while victims.iter().any(|p| alive(*p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        for s in sockets {
+            let _ = fs::remove_file(s);
+        }
     }
 }
 
@@ -351,6 +357,24 @@ impl Drop for Containerd {
         }
         let _ = fs::remove_dir(run);
     }
+}
+
+/// The socket file of the shim `pid` (containerd 1.6:
+/// `/run/containerd/s/<sha256 of "<address>/<namespace>/<id>">`, from the
+/// shim's `-address`, `-namespace` and `-id` arguments).
+fn shim_socket(pid: u32) -> Option<PathBuf> {
+    use sha2::Digest as _;
+    let cmd = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmd
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let arg = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    let joined = Path::new(&arg("-address")?)
+        .join(arg("-namespace")?)
+        .join(arg("-id")?);
+    let hash = sha2::Sha256::digest(joined.to_string_lossy().as_bytes());
+    Some(Path::new(RUN_CONTAINERD).join("s").join(hex::encode(hash)))
 }
 
 fn signal(pid: u32, sig: Signal) {
