@@ -6,4 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The static per-pod monitor next to target/release/herd.
+scripts/build-monitor.sh
 cargo bench -p herd-agent --bench pod_apply -- "$@"

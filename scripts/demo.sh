@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release -p herd-agent -p herd-integration --bins
+# The static per-pod monitor, next to herd (the agents use it).
+scripts/build-monitor.sh
 HERD=$PWD/target/release/herd
 WORK=${HERD_DEMO_DIR:-$(mktemp -d /tmp/herd-demo.XXXXXX)}
 NODES=3

@@ -116,6 +116,19 @@ fn main() {
         .prefix("herd-bench-run-")
         .tempdir_in("/dev/shm")
         .unwrap();
+    // The monitor the agent would choose: `herd-monitor` next to `herd`
+    // (scripts/bench-runtime.sh installs the static one) or `herd monitor`.
+    let monitor =
+        herd_runtime::monitor::choose_monitor(None, Path::new(env!("CARGO_BIN_EXE_herd"))).unwrap();
+    println!(
+        "monitor: {}{}",
+        monitor.command.exe.display(),
+        monitor
+            .skipped
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
     let cfg = RuntimeConfig {
         run_dir: run_tmp.path().to_path_buf(),
         log_dir: root.join("logs"),
@@ -126,8 +139,8 @@ fn main() {
             path: runc.clone(),
             root: root.join("runc"),
         },
-        monitor_exe: PathBuf::from(env!("CARGO_BIN_EXE_herd")),
-        monitor_args: vec!["monitor".into()],
+        monitor_exe: monitor.command.exe,
+        monitor_args: monitor.command.args,
         node_memory_bytes: 8 << 30,
     };
     let rt = Arc::new(PodRuntime::new(cfg, store).unwrap());

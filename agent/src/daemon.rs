@@ -63,6 +63,11 @@ pub struct AgentArgs {
     /// (containers as containerd tasks, images in containerd's store).
     #[arg(long, default_value = "runc")]
     pub runtime: String,
+    /// The per-pod monitor binary. Default: `herd-monitor` next to `herd`
+    /// when it speaks this agent's protocol, else `herd monitor` (this
+    /// binary re-executed, several times its memory per pod).
+    #[arg(long, env = "HERD_MONITOR")]
+    pub monitor_path: Option<PathBuf>,
     /// containerd's gRPC socket (with `--runtime containerd`).
     #[arg(long, default_value = "/run/containerd/containerd.sock")]
     pub containerd_address: PathBuf,
@@ -531,14 +536,24 @@ async fn run_async(root_dir: &Path, args: AgentArgs) -> anyhow::Result<()> {
     };
     let node_memory = node_memory_bytes(&args.proc_root);
     let exe = std::env::current_exe().context("finding the herd binary")?;
+    let monitor = herd_runtime::monitor::choose_monitor(args.monitor_path.as_deref(), &exe)
+        .context("choosing the per-pod monitor")?;
+    match &monitor.skipped {
+        None => tracing::info!(exe = %monitor.command.exe.display(), "per-pod monitor"),
+        Some(why) => tracing::info!(
+            exe = %monitor.command.exe.display(),
+            skipped = %why,
+            "per-pod monitor: herd re-executed"
+        ),
+    }
     let cfg = RuntimeConfig {
         run_dir: args.run_dir.clone(),
         log_dir: args.log_dir.clone(),
         cgroup_root: args.cgroup_root.clone(),
         cgroup_base: args.cgroup_name.clone(),
         runtime: runtime_bin.clone(),
-        monitor_exe: exe.clone(),
-        monitor_args: vec!["monitor".into()],
+        monitor_exe: monitor.command.exe,
+        monitor_args: monitor.command.args,
         node_memory_bytes: node_memory,
     };
     let runtime = if containerd {

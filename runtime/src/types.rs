@@ -145,25 +145,7 @@ pub struct Mount {
     pub propagation: MountPropagation,
 }
 
-/// Log file limits for one container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLimits {
-    /// Rotate when the current file exceeds this many bytes (kubelet's
-    /// `containerLogMaxSize`, default 10 MiB).
-    pub max_size_bytes: u64,
-    /// Keep at most this many files, the current one included (kubelet's
-    /// `containerLogMaxFiles`, default 5).
-    pub max_files: u32,
-}
-
-impl Default for LogLimits {
-    fn default() -> Self {
-        LogLimits {
-            max_size_bytes: 10 * 1024 * 1024,
-            max_files: 5,
-        }
-    }
-}
+pub use herd_monitor::logs::LogLimits;
 
 /// Everything the runtime needs to create one container of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::state::{ContainerRecord, ExitRecord};
+use crate::logs::LogLimits;
 use crate::oci::RuntimeBinary;
-use crate::types::LogLimits;
+
+/// The protocol this build speaks. A change that an older monitor or
+/// agent would misread bumps it; the agent only uses a separate
+/// `herd-monitor` binary whose `--version` names the same protocol.
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Longest request line the monitor accepts.
 pub const MAX_REQUEST: usize = 64 * 1024;

@@ -1,7 +1,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::types::LogLimits;
+use crate::logs::LogLimits;
 
 #[test]
 fn paths_follow_the_kubelet() {

@@ -1,5 +1,5 @@
-//! The per-pod monitor: `herd monitor --pod-dir DIR` re-executed from the
-//! agent's binary, one small process per pod.
+//! The per-pod monitor: `herd-monitor --pod-dir DIR` (or `herd monitor`,
+//! the agent's binary re-executed; see [`exe`]), one small process per pod.
 //!
 //! It is a child subreaper and the parent of every container of its pod
 //! (`runc run --detach` exits and the container init is reparented to it),
@@ -34,6 +34,7 @@
 
 pub mod client;
 mod container;
+pub mod exe;
 pub mod protocol;
 pub mod server;
 pub mod state;
@@ -46,6 +47,7 @@ use std::path::PathBuf;
 
 pub use client::{MonitorClient, PendingMonitor, spawn_monitor, start_monitor};
 pub use container::EOF_GRACE;
+pub use exe::{MonitorChoice, MonitorCommand, choose_monitor, version_line};
 pub use protocol::{Request, Response, StartContainer};
 pub use state::{ContainerRecord, ExitRecord, StartedRecord};
 
@@ -63,6 +65,8 @@ pub enum MonitorError {
     AlreadyRunning(PathBuf),
     #[error("monitor poll loop: {0}")]
     Poll(#[source] std::io::Error),
+    #[error("monitor binary {exe}: {reason}")]
+    Binary { exe: PathBuf, reason: String },
     #[error("bad monitor arguments: {0}")]
     Usage(String),
     #[error("cannot spawn monitor {exe}: {source}")]

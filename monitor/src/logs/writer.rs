@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use super::LogError;
 use super::format::{Stream, Tag, format_line};
 use super::timestamp::format_rotation_suffix;
-use crate::types::LogLimits;
+use crate::logs::LogLimits;
 
 /// Buffered bytes that trigger a write.
 const FLUSH_AT: usize = 32 * 1024;

@@ -17,6 +17,8 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 pub use format::{
     CriLine, LineSplitter, MAX_LINE, ParseError, Stream, Tag, format_line, parse_line,
 };
@@ -78,3 +80,23 @@ pub fn container_log_path(
 
 #[cfg(test)]
 mod tests;
+
+/// Log file limits for one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLimits {
+    /// Rotate when the current file exceeds this many bytes (kubelet's
+    /// `containerLogMaxSize`, default 10 MiB).
+    pub max_size_bytes: u64,
+    /// Keep at most this many files, the current one included (kubelet's
+    /// `containerLogMaxFiles`, default 5).
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_size_bytes: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
+}
