@@ -208,6 +208,10 @@ fn main() {
         monitors.len(),
         monitor_mean / 1024.0
     );
+    // For profiling: run with RUST_LOG=herd_agent::kubelet=debug.
+    if std::env::var_os("HERD_BENCH_AGENT_LOG").is_some() {
+        eprintln!("{}", a.agent_log());
+    }
 }
 
 fn machine() -> String {

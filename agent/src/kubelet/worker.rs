@@ -473,6 +473,7 @@ impl PodWorker {
         }
 
         // The sandbox and its network.
+        let t0 = Instant::now();
         if !self.sandbox_ready {
             if let Err(e) = self.ensure_sandbox(&pod).await {
                 let msg = e.to_string();
@@ -503,6 +504,7 @@ impl PodWorker {
             }
         };
 
+        let t_vol = Instant::now();
         let mut attempts = self.attempts().await?;
         let mut requeue = self.ctx.cfg.relist_interval;
         self.count_exits(&attempts);
@@ -593,6 +595,7 @@ impl PodWorker {
                 }
             }
         }
+        let t_ctr = Instant::now();
         attempts = self.attempts().await?;
         self.count_exits(&attempts);
         self.ensure_probers(&pod, &attempts);
@@ -618,7 +621,16 @@ impl PodWorker {
             self.finished = true;
             return Ok(Some(Duration::from_secs(3600)));
         }
+        let t_list = Instant::now();
         self.write_status(&pod, &view).await;
+        tracing::debug!(
+            pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+            sandbox_volumes_ms = (t_vol - t0).as_secs_f64() * 1e3,
+            containers_ms = (t_ctr - t_vol).as_secs_f64() * 1e3,
+            relist_ms = (t_list - t_ctr).as_secs_f64() * 1e3,
+            status_ms = t_list.elapsed().as_secs_f64() * 1e3,
+            "pod sync"
+        );
         Ok(Some(requeue))
     }
 
