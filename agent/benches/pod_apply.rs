@@ -291,13 +291,20 @@ impl RawRunc {
         let files_dir = dir.join("files");
         std::fs::create_dir_all(&files_dir).unwrap();
         // Copies of the sandbox's bind-mounted files (hosts, resolv.conf…).
+        // The pod's own directories (its /dev/shm tmpfs) go with the pod:
+        // decided here, once, a tmpfs of the same kind instead.
         let mut files = HashMap::new();
-        for m in template["mounts"].as_array().unwrap() {
+        let run_dir = a.run_dir();
+        for m in template["mounts"].as_array_mut().unwrap() {
             let src = PathBuf::from(m["source"].as_str().unwrap_or(""));
             if src.is_file() {
                 let copy = files_dir.join(files.len().to_string());
                 std::fs::copy(&src, &copy).unwrap();
                 files.insert(src.to_string_lossy().into_owned(), copy);
+            } else if src.starts_with(&run_dir) {
+                m["type"] = json!("tmpfs");
+                m["source"] = json!("tmpfs");
+                m["options"] = json!(["nosuid", "nodev", "noexec", "mode=1777", "size=65536k"]);
             }
         }
         if let Some(ns) = template["linux"]["namespaces"].as_array_mut() {
@@ -332,10 +339,6 @@ impl RawRunc {
             let src = m["source"].as_str().unwrap_or("").to_string();
             if let Some(copy) = self.files.get(&src) {
                 m["source"] = json!(copy);
-            } else if src.starts_with('/') && !Path::new(&src).exists() {
-                m["type"] = json!("tmpfs");
-                m["source"] = json!("tmpfs");
-                m["options"] = json!(["nosuid", "nodev"]);
             }
         }
         std::fs::write(
@@ -344,6 +347,9 @@ impl RawRunc {
         )
         .unwrap();
         let state = self.dir.join("state");
+        // A file, not a pipe: the detached container inherits runc's stdio.
+        let err_path = self.dir.join(format!("{id}.stderr"));
+        let err = std::fs::File::create(&err_path).unwrap();
         let t0 = Instant::now();
         let st = Command::new("runc")
             .arg("--root")
@@ -353,11 +359,16 @@ impl RawRunc {
             .arg(&id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(err)
             .status()
             .unwrap();
         let took = t0.elapsed();
-        assert!(st.success(), "runc run {id} failed");
+        assert!(
+            st.success(),
+            "runc run {id} failed: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        let _ = std::fs::remove_file(&err_path);
         let _ = Command::new("runc")
             .arg("--root")
             .arg(&state)
