@@ -181,7 +181,6 @@ fn main() {
             gone += 1;
         }
     }
-    raw.cleanup();
 
     println!("herd pods end to end ({})", machine());
     println!();
@@ -363,12 +362,9 @@ impl RawRunc {
             .status()
             .unwrap();
         let took = t0.elapsed();
-        assert!(
-            st.success(),
-            "runc run {id} failed: {}",
-            std::fs::read_to_string(&err_path).unwrap_or_default()
-        );
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
         let _ = std::fs::remove_file(&err_path);
+        // Cleaned before any verdict, so a failed run leaves nothing.
         let _ = Command::new("runc")
             .arg("--root")
             .arg(&state)
@@ -376,9 +372,11 @@ impl RawRunc {
             .status();
         self.store.unmount_rootfs(&id).unwrap();
         let _ = std::fs::remove_dir_all(&bundle);
+        assert!(st.success(), "runc run {id} failed: {stderr}");
         took
     }
 
+    /// Removes the benchmark's cgroups (also on a panic, through Drop).
     fn cleanup(&self) {
         for ctl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
             let dir = ctl.path().join(&self.cgroup);
@@ -389,5 +387,11 @@ impl RawRunc {
             }
             let _ = std::fs::remove_dir(&dir);
         }
+    }
+}
+
+impl Drop for RawRunc {
+    fn drop(&mut self) {
+        self.cleanup();
     }
 }
