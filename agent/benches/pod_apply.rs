@@ -12,85 +12,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use herd_integration::agent::{Agent, AgentOpts, IMAGE, pids_with_cmdline, pod};
+use common::{Event, arg, bench_pod, next_event, pod_watch};
+use herd_integration::agent::{Agent, AgentOpts, IMAGE, pids_with_cmdline};
 use serde_json::{Value, json};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// (event type, pod name, phase, when it was read).
-type Event = (String, String, String, Instant);
-
-/// Follows the pod watch on a thread.
-fn watch(a: &Agent) -> mpsc::Receiver<Event> {
-    let (status, mut r) = a
-        .request(
-            "GET",
-            "/api/v1/namespaces/default/pods?watch=true",
-            None,
-            "application/json",
-        )
-        .unwrap();
-    assert_eq!(status, 200, "watch refused");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            let now = Instant::now();
-            if let Ok(ev) = serde_json::from_str::<Value>(&line) {
-                let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-                let o = &ev["object"];
-                let _ = tx.send((
-                    s(&ev["type"]),
-                    s(&o["metadata"]["name"]),
-                    s(&o["status"]["phase"]),
-                    now,
-                ));
-            }
-            line.clear();
-        }
-    });
-    rx
-}
 
 /// Waits for `name` to reach (`ty`, `phase`) (phase "" = any).
 fn wait_event(rx: &mpsc::Receiver<Event>, name: &str, ty: &str, phase: &str) -> Instant {
-    loop {
-        let (t, n, p, at) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("waiting for {name} {ty} {phase}: {e}"));
-        if n == name && (t == ty || ty.is_empty()) && (phase.is_empty() || p == phase) {
-            return at;
-        }
-    }
-}
-
-fn bench_pod(name: &str) -> Value {
-    pod(
-        name,
-        json!({
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{
-                "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
-                "command": ["sleep", "3600"],
-                "resources": {"requests": {"cpu": "100m", "memory": "32Mi"},
-                              "limits": {"cpu": "200m", "memory": "64Mi"}},
-            }],
-        }),
-    )
+    next_event(rx, name, ty, phase)
+        .unwrap_or_else(|e| panic!("waiting for {name} {ty} {phase}: {e}"))
 }
 
 fn delete(a: &Agent, rx: &mpsc::Receiver<Event>, name: &str) {
@@ -123,7 +60,7 @@ fn main() {
     let burst = arg("--burst", 100);
     let a = Agent::start(env!("CARGO_BIN_EXE_herd"), "bench", AgentOpts::default()).unwrap();
     let agent_pid = a.pid().unwrap();
-    let rx = watch(&a);
+    let rx = pod_watch(&a).unwrap();
     // Idle: after start-up work settles.
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss = rss_kb(agent_pid);

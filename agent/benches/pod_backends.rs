@@ -24,32 +24,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "pod_backends/raw.rs"]
 mod raw;
 
-use std::io::BufRead;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use herd_integration::agent::{Agent, AgentOpts, ContainerdTarget, IMAGE, pod};
+use anyhow::{Context, Result};
+use herd_integration::agent::{Agent, AgentOpts, ContainerdTarget, IMAGE};
 use herd_integration::containerd::Containerd;
 use herd_integration::{ImageOpts, write_oci_archive, write_oci_layout};
-use serde_json::{Value, json};
 
+use common::{Event, arg, bench_pod, next_event, pod_watch};
 use raw::{RawContainerd, RawRunc};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// (event type, pod name, phase, when it was read).
-type Event = (String, String, String, Instant);
 
 /// An agent with its pod watch.
 struct Herd {
@@ -60,52 +48,18 @@ struct Herd {
 impl Herd {
     fn start(test: &str, opts: AgentOpts) -> Result<Herd> {
         let agent = Agent::start(env!("CARGO_BIN_EXE_herd"), test, opts)?;
-        let (status, mut r) = agent.request(
-            "GET",
-            "/api/v1/namespaces/default/pods?watch=true",
-            None,
-            "application/json",
-        )?;
-        if status != 200 {
-            bail!("pod watch refused: {status}");
-        }
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                let now = Instant::now();
-                if let Ok(ev) = serde_json::from_str::<Value>(&line) {
-                    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-                    let o = &ev["object"];
-                    let _ = tx.send((
-                        s(&ev["type"]),
-                        s(&o["metadata"]["name"]),
-                        s(&o["status"]["phase"]),
-                        now,
-                    ));
-                }
-                line.clear();
-            }
-        });
+        let rx = pod_watch(&agent)?;
         Ok(Herd { agent, rx })
     }
 
     /// Waits for `name` to reach (`ty`, `phase`) ("" = any).
     fn wait_event(&self, name: &str, ty: &str, phase: &str) -> Result<Instant> {
-        loop {
-            let (t, n, p, at) =
-                self.rx
-                    .recv_timeout(Duration::from_secs(60))
-                    .with_context(|| {
-                        format!(
-                            "waiting for pod {name} {ty} {phase}; agent log tail:\n{}",
-                            herd_integration::agent::tail(&self.agent.agent_log(), 30)
-                        )
-                    })?;
-            if n == name && (ty.is_empty() || t == ty) && (phase.is_empty() || p == phase) {
-                return Ok(at);
-            }
-        }
+        next_event(&self.rx, name, ty, phase).with_context(|| {
+            format!(
+                "waiting for pod {name} {ty} {phase}; agent log tail:\n{}",
+                herd_integration::agent::tail(&self.agent.agent_log(), 30)
+            )
+        })
     }
 
     /// One timed apply → Running; the pod is deleted after, untimed.
@@ -117,21 +71,6 @@ impl Herd {
         self.wait_event(name, "DELETED", "")?;
         Ok(took)
     }
-}
-
-fn bench_pod(name: &str) -> Value {
-    pod(
-        name,
-        json!({
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{
-                "name": "c", "image": IMAGE, "imagePullPolicy": "Never",
-                "command": ["sleep", "3600"],
-                "resources": {"requests": {"cpu": "100m", "memory": "32Mi"},
-                              "limits": {"cpu": "200m", "memory": "64Mi"}},
-            }],
-        }),
-    )
 }
 
 /// One side of the table: its timings, or why it did not run.
