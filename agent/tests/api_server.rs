@@ -265,6 +265,15 @@ async fn crud_and_status_errors() {
     assert_eq!(c, 201);
     let (c, _) = s.call("GET", &format!("{base}/dry"), None).await;
     assert_eq!(c, 404);
+    // A DELETE pinned to a stale resourceVersion stays a 409 (the server
+    // retries lost write races only for unpinned deletes) and keeps the
+    // object.
+    let stale = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                       "preconditions": {"resourceVersion": rv1}});
+    let (c, v) = s.call("DELETE", &format!("{base}/one"), Some(stale)).await;
+    assert_eq!((c, v["reason"].clone()), (409, json!("Conflict")), "{v}");
+    let (c, _) = s.call("GET", &format!("{base}/one"), None).await;
+    assert_eq!(c, 200);
     // Delete at once (not a pod).
     let (c, v) = s.call("DELETE", &format!("{base}/one"), None).await;
     assert_eq!(c, 200);

@@ -182,7 +182,25 @@ pub fn gc_finalizers(
     out
 }
 
+/// Deletes (or starts deleting) the object at `key`. Like the API
+/// server's GuaranteedUpdate, a write that lost a race with another writer
+/// (the kubelet's status, a controller) is redone on the latest object,
+/// unless the client pinned a resourceVersion: a plain DELETE never fails
+/// with 409 because something else changed the object meanwhile.
 pub(super) fn delete(state: &ApiState, key: &Key, opts: &DeleteOptions) -> Result<Value, Failure> {
+    const TRIES: usize = 5;
+    let mut tries = 1;
+    loop {
+        match delete_once(state, key, opts) {
+            Err(f) if f.code() == 409 && opts.resource_version.is_none() && tries < TRIES => {
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+fn delete_once(state: &ApiState, key: &Key, opts: &DeleteOptions) -> Result<Value, Failure> {
     let store = state.store.as_ref();
     let current = store.get(key)?;
     if let Some(uid) = &opts.uid
