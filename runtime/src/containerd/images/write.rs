@@ -286,6 +286,43 @@ async fn set_labels(
     Ok(())
 }
 
+/// How one write attempt ended.
+enum Attempt {
+    Done,
+    /// Another writer holds the same ref (a concurrent import or pull of
+    /// the same blob): containerd answers Unavailable, "ref … locked".
+    Locked,
+}
+
+/// How long a write waits, in all, for a concurrent writer of the same
+/// blob before giving up.
+const LOCKED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Retries `attempt` while another writer holds the blob's ref, as
+/// containerd's own clients do; once that writer commits, the next attempt
+/// finds the content and only holds it under our lease.
+async fn until_unlocked<F, Fut>(digest: &Digest, mut attempt: F) -> Result<(), ImageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt, ImageError>>,
+{
+    let deadline = std::time::Instant::now() + LOCKED_WAIT;
+    loop {
+        match attempt().await? {
+            Attempt::Done => return Ok(()),
+            Attempt::Locked if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Attempt::Locked => {
+                return Err(ImageError::Backend {
+                    op: format!("write {digest}"),
+                    reason: format!("another writer held the blob for over {LOCKED_WAIT:?}"),
+                });
+            }
+        }
+    }
+}
+
 /// Streams one staged blob file into the content store.
 async fn write_file(
     c: &Client,
@@ -294,8 +331,19 @@ async fn write_file(
     digest: &Digest,
     size: u64,
 ) -> Result<(), ImageError> {
+    until_unlocked(digest, || write_file_once(c, lease, path, digest, size)).await
+}
+
+async fn write_file_once(
+    c: &Client,
+    lease: &str,
+    path: &std::path::Path,
+    digest: &Digest,
+    size: u64,
+) -> Result<Attempt, ImageError> {
     if has_content(c, digest).await? {
-        return hold(c, lease, "content".into(), digest.to_string()).await;
+        hold(c, lease, "content".into(), digest.to_string()).await?;
+        return Ok(Attempt::Done);
     }
     let file = tokio::fs::File::open(path)
         .await
@@ -360,19 +408,21 @@ async fn write_file(
                         }
                     }
                     Ok(None) => break,
-                    Err(st) if st.code() == Code::AlreadyExists => return Ok(()),
+                    Err(st) if st.code() == Code::AlreadyExists => return Ok(Attempt::Done),
+                    Err(st) if st.code() == Code::Unavailable => return Ok(Attempt::Locked),
                     Err(st) => return Err(backend("write content")(rpc(op())(st))),
                 }
             }
             match committed {
-                Some(d) if d == digest.to_string() => Ok(()),
+                Some(d) if d == digest.to_string() => Ok(Attempt::Done),
                 other => Err(ImageError::Backend {
                     op: op(),
                     reason: format!("containerd committed {other:?}, not {digest}"),
                 }),
             }
         }
-        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+        Err(s) if s.code() == Code::AlreadyExists => Ok(Attempt::Done),
+        Err(s) if s.code() == Code::Unavailable => Ok(Attempt::Locked),
         Err(s) => Err(backend("write content")(rpc(op())(s))),
     }
 }
@@ -384,8 +434,18 @@ async fn write_bytes(
     data: &[u8],
     digest: &Digest,
 ) -> Result<(), ImageError> {
+    until_unlocked(digest, || write_bytes_once(c, lease, data, digest)).await
+}
+
+async fn write_bytes_once(
+    c: &Client,
+    lease: &str,
+    data: &[u8],
+    digest: &Digest,
+) -> Result<Attempt, ImageError> {
     if has_content(c, digest).await? {
-        return hold(c, lease, "content".into(), digest.to_string()).await;
+        hold(c, lease, "content".into(), digest.to_string()).await?;
+        return Ok(Attempt::Done);
     }
     let r#ref = format!("herd-{}", digest.hex());
     let total = data.len() as i64;
@@ -421,13 +481,15 @@ async fn write_bytes(
             loop {
                 match s.message().await {
                     Ok(Some(_)) => {}
-                    Ok(None) => return Ok(()),
-                    Err(st) if st.code() == Code::AlreadyExists => return Ok(()),
+                    Ok(None) => return Ok(Attempt::Done),
+                    Err(st) if st.code() == Code::AlreadyExists => return Ok(Attempt::Done),
+                    Err(st) if st.code() == Code::Unavailable => return Ok(Attempt::Locked),
                     Err(st) => return Err(backend("write content")(rpc(op())(st))),
                 }
             }
         }
-        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+        Err(s) if s.code() == Code::AlreadyExists => Ok(Attempt::Done),
+        Err(s) if s.code() == Code::Unavailable => Ok(Attempt::Locked),
         Err(s) => Err(backend("write content")(rpc(op())(s))),
     }
 }
